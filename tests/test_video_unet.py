@@ -1,0 +1,225 @@
+"""The inflated video U-Net: identity at init, real frame mixing, freezing, round trips, frame limits."""
+
+import pytest
+import torch
+from conftest import TINY_CONFIGS, frame_by_frame, randomize_temporal, tiny_unet2d, video_inputs
+from diffusers import UNet2DConditionModel
+
+from vidiff import VideoUNet, freeze_spatial, inflate_unet, temporal_parameters
+from vidiff.models.temporal import TemporalAttention, TemporalConv, temporal_named_parameters
+
+
+@pytest.mark.parametrize("name", ["sd15", "sd21", "x4-upscaler"])
+def test_identity_at_init_equals_image_model_per_frame(name):
+    unet2d = tiny_unet2d(name)
+    video = inflate_unet(unet2d).eval()
+    sample, timestep, text, labels = video_inputs(TINY_CONFIGS[name], frames=8)
+    with torch.no_grad():
+        out = video(sample, timestep, text, class_labels=labels).sample
+        ref = frame_by_frame(unet2d, sample, timestep, text, labels)
+    assert out.shape == sample.shape[:1] + (4,) + sample.shape[2:]
+    assert ref.abs().mean() > 1e-2  # the comparison carries signal
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_identity_with_block_types_in_unusual_order_and_odd_latent_size():
+    config = {
+        **TINY_CONFIGS["sd15"],
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+        "in_channels": 9,  # the interpolation stage's widened input
+        "layers_per_block": 2,
+    }
+    torch.manual_seed(0)
+    unet2d = UNet2DConditionModel(**config).eval()
+    video = inflate_unet(unet2d, max_frames=16).eval()
+    sample, timestep, text, _ = video_inputs(config, batch=1, frames=5)
+    sample = sample[..., :12, :20]  # 12 x 20 latents: not a multiple of 2**3, exercises upsample_size
+    with torch.no_grad():
+        torch.testing.assert_close(
+            video(sample, timestep, text).sample, frame_by_frame(unet2d, sample, timestep, text), atol=1e-5, rtol=1e-5
+        )
+
+
+def test_temporal_modules_start_as_identity():
+    x = torch.randn(2 * 6, 16, 4, 5)  # (b f) c h w
+    conv, attn = TemporalConv(16), TemporalAttention(16, num_attention_heads=4, norm_num_groups=4)
+    assert torch.equal(conv(x, num_frames=6), x)
+    assert torch.equal(attn(x, num_frames=6), x)
+
+
+def test_frames_really_mix_after_training_moves_temporal_weights():
+    video = inflate_unet(tiny_unet2d("sd15")).eval()
+    randomize_temporal(video)
+    sample, timestep, text, _ = video_inputs(TINY_CONFIGS["sd15"], batch=1, frames=8)
+    changed = sample.clone()
+    changed[:, :, 0] += 1.0
+    with torch.no_grad():
+        out, out_changed = video(sample, timestep, text).sample, video(changed, timestep, text).sample
+    assert (out[:, :, 5] - out_changed[:, :, 5]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("module", ["conv", "attention"])
+def test_each_temporal_layer_mixes_frames_on_its_own(module):
+    options = {"temporal_attention": False} if module == "conv" else {"temporal_conv": False}
+    video = inflate_unet(tiny_unet2d("sd15"), **options).eval()
+    randomize_temporal(video)
+    assert all(isinstance(m, TemporalConv if module == "conv" else TemporalAttention) for m in _temporal_modules(video))
+    sample, timestep, text, _ = video_inputs(TINY_CONFIGS["sd15"], batch=1, frames=4)
+    changed = sample.clone()
+    changed[:, :, 0] += 1.0
+    with torch.no_grad():
+        diff = (video(sample, timestep, text).sample - video(changed, timestep, text).sample)[:, :, 3]
+    assert diff.abs().max() > 1e-4
+
+
+def test_one_frame_is_exactly_the_image_model_even_after_training():
+    unet2d = tiny_unet2d("sd15")
+    video = inflate_unet(unet2d).eval()
+    randomize_temporal(video)
+    sample, timestep, text, _ = video_inputs(TINY_CONFIGS["sd15"], frames=1)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            video(sample, timestep, text).sample, frame_by_frame(unet2d, sample, timestep, text), atol=1e-6, rtol=0
+        )
+
+
+def test_too_many_frames_names_both_numbers():
+    video = inflate_unet(tiny_unet2d("sd15"), max_frames=6)
+    sample, timestep, text, _ = video_inputs(TINY_CONFIGS["sd15"], batch=1, frames=7)
+    with pytest.raises(ValueError, match=r"num_frames=7.*max_frames=6"):
+        video(sample, timestep, text)
+
+
+def test_temporal_parameters_are_found_by_module_type():
+    video = inflate_unet(tiny_unet2d("sd15"))
+    names = [name for name, _ in temporal_named_parameters(video)]
+    expected = sum(p.numel() for m in _temporal_modules(video) for p in m.parameters())
+    assert sum(p.numel() for p in temporal_parameters(video)) == expected > 0
+    assert not any(name.startswith("unet.") for name in names)
+    assert {n.split(".")[0] for n in names} == {"down_blocks", "mid_block", "up_blocks"}
+
+
+def test_one_optimizer_step_leaves_spatial_weights_bit_identical():
+    video = inflate_unet(tiny_unet2d("sd15"))
+    freeze_spatial(video)
+    spatial_before = {k: v.clone() for k, v in video.unet.state_dict().items()}
+    temporal_before = [p.detach().clone() for p in temporal_parameters(video)]
+    optimizer = torch.optim.AdamW(temporal_parameters(video), lr=1e-2, weight_decay=0.1)
+    sample, timestep, text, _ = video_inputs(TINY_CONFIGS["sd15"], frames=4)
+    video(sample, timestep, text).sample.square().mean().backward()
+    optimizer.step()
+    assert all(torch.equal(spatial_before[k], v) for k, v in video.unet.state_dict().items())
+    assert all(p.grad is None for p in video.unet.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(temporal_before, temporal_parameters(video)))
+
+
+def test_temporal_weights_file_round_trip(tmp_path):
+    unet2d = tiny_unet2d("sd15")
+    video = inflate_unet(unet2d, max_frames=12, temporal_num_attention_heads=4).eval()
+    randomize_temporal(video)
+    path = video.save_temporal_weights(tmp_path / "motion.safetensors")
+
+    reloaded = inflate_unet(unet2d, temporal_weights=path).eval()  # settings come from the file
+    assert reloaded.config.max_frames == 12 and reloaded.config.temporal_num_attention_heads == 4
+    sample, timestep, text, _ = video_inputs(TINY_CONFIGS["sd15"], frames=6)
+    with torch.no_grad():
+        assert torch.equal(video(sample, timestep, text).sample, reloaded(sample, timestep, text).sample)
+    spatial_bytes = sum(v.numel() * v.element_size() for v in unet2d.state_dict().values())
+    assert path.stat().st_size < spatial_bytes  # the file holds the temporal layers only
+
+
+def test_temporal_weights_refuse_a_model_with_other_settings(tmp_path):
+    path = inflate_unet(tiny_unet2d("sd15")).save_temporal_weights(tmp_path / "motion.safetensors")
+    other = inflate_unet(tiny_unet2d("sd15"), temporal_conv=False)
+    with pytest.raises(ValueError, match="temporal_conv"):
+        other.load_temporal_weights(path)
+
+
+def test_full_folder_round_trip(tmp_path):
+    video = inflate_unet(tiny_unet2d("x4-upscaler")).eval()
+    randomize_temporal(video)
+    video.save_pretrained(tmp_path / "unet")
+    reloaded = VideoUNet.from_pretrained(tmp_path / "unet").eval()
+    sample, timestep, text, labels = video_inputs(TINY_CONFIGS["x4-upscaler"], frames=5)
+    with torch.no_grad():
+        assert torch.equal(
+            video(sample, timestep, text, class_labels=labels).sample,
+            reloaded(sample, timestep, text, class_labels=labels).sample,
+        )
+    # the spatial half is still a plain diffusers U-Net
+    reloaded.unet.save_pretrained(tmp_path / "unet2d")
+    assert isinstance(UNet2DConditionModel.from_pretrained(tmp_path / "unet2d"), UNet2DConditionModel)
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
+    video = inflate_unet(tiny_unet2d("sd15"))
+    randomize_temporal(video)
+    sample, timestep, text, _ = video_inputs(TINY_CONFIGS["sd15"], frames=4)
+
+    def loss_and_grads():
+        video.zero_grad()
+        loss = video(sample, timestep, text).sample.square().mean()
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in temporal_parameters(video)]
+
+    loss, grads = loss_and_grads()
+    video.enable_gradient_checkpointing()
+    assert video.gradient_checkpointing
+    loss_ckpt, grads_ckpt = loss_and_grads()
+    torch.testing.assert_close(loss_ckpt, loss)
+    for a, b in zip(grads_ckpt, grads):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_forward_is_close_to_fp32(dtype):
+    unet2d = tiny_unet2d("sd15")
+    video = inflate_unet(unet2d).eval()
+    randomize_temporal(video)
+    sample, timestep, text, _ = video_inputs(TINY_CONFIGS["sd15"], frames=4)
+    with torch.no_grad():
+        ref = video(sample, timestep, text).sample
+        half = inflate_unet(unet2d.to(dtype))
+        half.load_state_dict(video.state_dict())
+        out = half(sample.to(dtype), timestep, text.to(dtype)).sample
+    assert out.dtype == dtype
+    assert (out.float() - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+def test_attention_kernel_never_picks_xformers_on_cpu():
+    video = inflate_unet(tiny_unet2d("sd15"))
+    assert video.set_attention_kernel("auto") == "sdpa"
+    with pytest.raises(ValueError, match="xformers"):
+        video.set_attention_kernel("xformers")
+    with pytest.raises(ValueError, match="unknown attention kernel"):
+        video.set_attention_kernel("flash9")
+
+
+def test_unsupported_blocks_and_options_are_refused():
+    config = {**TINY_CONFIGS["sd15"], "mid_block_type": "UNetMidBlock2DSimpleCrossAttn"}
+    with pytest.raises(ValueError, match="UNetMidBlock2DSimpleCrossAttn"):
+        inflate_unet(UNet2DConditionModel(**config))
+    with pytest.raises(ValueError, match="unknown inflation options"):
+        inflate_unet(tiny_unet2d("sd15"), temporal_kernel=5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_half_precision_matches_fp32(dtype):
+    unet2d = tiny_unet2d("sd15")
+    video = inflate_unet(unet2d).eval()
+    randomize_temporal(video)
+    sample, timestep, text, _ = video_inputs(TINY_CONFIGS["sd15"], frames=8)
+    with torch.no_grad():
+        ref = video(sample, timestep, text).sample
+        video = video.to("cuda", dtype)
+        kernel = video.set_attention_kernel("auto")
+        out = video(sample.to("cuda", dtype), timestep.cuda(), text.to("cuda", dtype)).sample.float().cpu()
+    assert kernel in ("sdpa", "xformers")
+    assert (out - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+def _temporal_modules(video):
+    return [m for m in video.modules() if isinstance(m, (TemporalConv, TemporalAttention))]

@@ -1,0 +1,118 @@
+"""Temporal layers that turn an image U-Net into a video U-Net, both the identity at initialisation.
+
+- `TemporalConv`: Make-A-Video's pseudo-3-D convolution (Singer et al. 2022, sec. 3.2): the spatial layer is
+  followed by a 1-D convolution over frames, initialised to the identity with `nn.init.dirac_`.
+- `TemporalAttention`: self-attention over the frame axis at every spatial position, with AnimateDiff's
+  motion-module structure (Guo et al. 2023) and its parameter names, as in diffusers' `AnimateDiffTransformer3D`:
+  GroupNorm -> proj_in -> transformer blocks (two frame self-attentions + feed-forward, sinusoidal frame
+  positions) -> proj_out. Unlike diffusers, `proj_out` starts at zero, so the module starts as the identity.
+
+Both take and return spatial-layout activations `(b f) c h w`, the layout the 2-D U-Net blocks run in, and are
+told the frame count. `temporal_named_parameters` is the one place that says which parameters are temporal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from diffusers.models.attention import BasicTransformerBlock
+from einops import rearrange
+from torch import nn
+
+
+class TemporalConv(nn.Module):
+    """1-D convolution over frames at every spatial position; the identity at init."""
+
+    def __init__(self, channels: int, kernel_size: int = 3):
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"temporal kernel_size must be odd to keep the frame count, got {kernel_size}")
+        self.conv = nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2)
+        nn.init.dirac_(self.conv.weight)  # initialised to be the identity
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        height = x.shape[2]
+        h = rearrange(x, "(b f) c h w -> (b h w) c f", f=num_frames)
+        h = self.conv(h)
+        return rearrange(h, "(b h w) c f -> (b f) c h w", h=height, w=x.shape[3])
+
+
+class TemporalAttention(nn.Module):
+    """AnimateDiff-style motion module: attention over frames, residual, zeroed output projection at init.
+
+    Parameter names match diffusers' `AnimateDiffTransformer3D` (`norm`, `proj_in`, `transformer_blocks.N.attn1`,
+    `attn2`, `ff`, `proj_out`), so `MotionAdapter` weights load by name.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        num_attention_heads: int = 8,
+        num_layers: int = 1,
+        norm_num_groups: int = 32,
+        max_frames: int = 32,
+    ):
+        super().__init__()
+        if channels % num_attention_heads != 0:
+            raise ValueError(
+                f"temporal attention: {channels} channels do not split into {num_attention_heads} heads; "
+                "choose temporal_num_attention_heads that divides every block width"
+            )
+        if channels % norm_num_groups != 0:
+            raise ValueError(f"temporal attention: {channels} channels do not split into {norm_num_groups} groups")
+        self.norm = nn.GroupNorm(num_groups=norm_num_groups, num_channels=channels, eps=1e-6, affine=True)
+        self.proj_in = nn.Linear(channels, channels)
+        self.transformer_blocks = nn.ModuleList(
+            BasicTransformerBlock(
+                channels,
+                num_attention_heads,
+                channels // num_attention_heads,
+                cross_attention_dim=None,
+                activation_fn="geglu",
+                attention_bias=False,
+                double_self_attention=True,  # attn2 is a second self-attention over frames, not cross-attention
+                positional_embeddings="sinusoidal",
+                num_positional_embeddings=max_frames,
+            )
+            for _ in range(num_layers)
+        )
+        self.proj_out = nn.Linear(channels, channels)
+        nn.init.zeros_(self.proj_out.weight)  # the residual branch adds nothing at init
+        nn.init.zeros_(self.proj_out.bias)
+
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        height, width = x.shape[2:]
+        h = rearrange(x, "(b f) c h w -> b c f h w", f=num_frames)
+        h = self.norm(h)  # statistics over the whole clip per group, as diffusers' AnimateDiffTransformer3D
+        h = rearrange(h, "b c f h w -> (b h w) f c")
+        h = self.proj_in(h)
+        for block in self.transformer_blocks:
+            h = block(h)
+        h = self.proj_out(h)
+        h = rearrange(h, "(b h w) f c -> (b f) c h w", h=height, w=width)
+        return x + h
+
+
+TEMPORAL_MODULE_TYPES = (TemporalConv, TemporalAttention)
+
+
+def temporal_named_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
+    """Yield `(name, parameter)` for every parameter that belongs to a temporal layer, found by module type."""
+    for module_name, module in model.named_modules():
+        if isinstance(module, TEMPORAL_MODULE_TYPES):
+            for name, param in module.named_parameters():
+                yield f"{module_name}.{name}" if module_name else name, param
+
+
+def temporal_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The temporal parameters of `model`: what training updates by default."""
+    return [param for _, param in temporal_named_parameters(model)]
+
+
+def freeze_spatial(model: nn.Module) -> None:
+    """Train temporal layers only: every other parameter of `model` stops requiring gradients."""
+    model.requires_grad_(False)
+    for param in temporal_parameters(model):
+        param.requires_grad_(True)
