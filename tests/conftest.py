@@ -73,3 +73,11 @@ def tiny_sd_folder(tmp_path_factory):
     from vidiff.tiny import make_tiny_sd
 
     return make_tiny_sd(tmp_path_factory.mktemp("sd") / "tiny-sd")
+
+
+@pytest.fixture(scope="session")
+def tiny_video_folder(tiny_sd_folder, tmp_path_factory):
+    """The tiny SD folder inflated into a video model folder (identity temporal layers)."""
+    from vidiff.models.inflate import inflate_model_folder
+
+    return inflate_model_folder(tiny_sd_folder, tmp_path_factory.mktemp("video") / "tiny-video", max_frames=16)

@@ -20,13 +20,65 @@ def cmd_inflate(args: argparse.Namespace) -> int:
 
     options = {
         "max_frames": args.max_frames,
-        "temporal_conv": not args.no_temporal_conv,
-        "temporal_attention": not args.no_temporal_attention,
+        "temporal_conv": False if args.no_temporal_conv else None,
+        "temporal_attention": False if args.no_temporal_attention else None,
         "temporal_num_attention_heads": args.temporal_heads,
-        "motion_mid_block": not args.no_motion_mid_block,
+        "motion_mid_block": False if args.no_motion_mid_block else None,
     }
-    out = inflate_model_folder(args.base, args.out, config=args.config, overwrite=args.overwrite, **options)
+    options = {k: v for k, v in options.items() if v is not None}  # unset: the defaults, or the adapter's
+    out = inflate_model_folder(args.base, args.out, config=args.config, overwrite=args.overwrite,
+                               motion_adapter=args.motion_adapter, **options)
     print(f"wrote video model to {out}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import time
+
+    start = time.perf_counter()
+    from vidiff.pipelines import generate as gen
+    from vidiff.pipelines.text_to_video import SCHEDULERS
+
+    # 1. Check everything that can be checked without loading a model
+    if (args.prompt is None) == (args.prompts_file is None):
+        raise ValueError("give exactly one of PROMPT or --prompts-file")
+    if args.scheduler not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {args.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+    if args.fps <= 0:
+        raise ValueError(f"--fps {args.fps} must be positive")
+    defaults = dict(negative_prompt=args.negative_prompt, num_frames=args.num_frames, height=args.height,
+                    width=args.width, steps=args.steps, guidance=args.guidance)
+    if args.prompts_file:
+        jobs = gen.read_prompts_file(args.prompts_file, defaults)
+    else:
+        jobs = [gen.Job(prompt=args.prompt, **defaults)]
+    jobs = gen.assign_seeds_and_outputs(jobs, args.output, args.seed)
+    for job in jobs:
+        gen.check_output(job.output)
+    model = Path(args.model) if args.model else gen.default_model()
+    gen.check_model_settings(model, jobs)
+    device = gen.pick_device(args.device)
+    dtype = gen.pick_dtype(args.dtype, device)
+
+    # 2. Load, then generate this process's share of the jobs
+    from accelerate import PartialState
+
+    from vidiff.pipelines.text_to_video import TextToVideoPipeline
+
+    state = PartialState()
+    pipe = TextToVideoPipeline.from_pretrained(model, torch_dtype=dtype)
+    pipe.set_scheduler(args.scheduler)
+    if args.cpu_offload:
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(state.device if state.num_processes > 1 and args.device == "auto" else device)
+    pipe.unet.set_attention_kernel("auto")
+    pipe.set_progress_bar_config(disable=not args.progress or not state.is_local_main_process)
+    written = gen.run_jobs(pipe, jobs, fps=args.fps, scheduler=args.scheduler, model=str(model),
+                           process_index=state.process_index, num_processes=state.num_processes)
+    for path in written:
+        print(f"wrote {path}")
+    print(f"{len(written)} clip(s) in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0
 
 
@@ -77,13 +129,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", required=True, help="Stable Diffusion diffusers folder, or a single-file .safetensors")
     p.add_argument("--out", required=True, help="video model folder to write (must not exist unless --overwrite)")
     p.add_argument("--config", help="for a single-file base: local diffusers folder with the matching configs")
-    p.add_argument("--max-frames", type=int, default=32, help="longest clip the model accepts (default 32)")
-    p.add_argument("--temporal-heads", type=int, default=8, help="heads of each temporal attention (default 8)")
+    p.add_argument("--motion-adapter", help="AnimateDiff motion modules to load into the temporal attention: a "
+                   "diffusers MotionAdapter folder, or an original .safetensors/.ckpt (loaded weights-only)")
+    p.add_argument("--max-frames", type=int, help="longest clip the model accepts (default 32, or the adapter's)")
+    p.add_argument("--temporal-heads", type=int, help="heads of each temporal attention (default 8, or the adapter's)")
     p.add_argument("--no-temporal-conv", action="store_true", help="leave out the temporal convolutions")
     p.add_argument("--no-temporal-attention", action="store_true", help="leave out the temporal attention")
     p.add_argument("--no-motion-mid-block", action="store_true", help="no temporal attention in the mid block")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (only once complete)")
     p.set_defaults(func=cmd_inflate)
+
+    p = sub.add_parser(
+        "generate",
+        help="generate video clips from text prompts",
+        description="Generate a clip from a prompt and write it as MP4, GIF, WebM or a folder of PNG frames "
+        "(picked by the output's extension), with a JSON sidecar that records everything needed to reproduce it. "
+        "Under `accelerate launch`, a prompts file is split across the processes.",
+    )
+    p.add_argument("prompt", nargs="?", help="the text prompt (or use --prompts-file)")
+    p.add_argument("-o", "--output", help="output path; .mp4 .gif .webm, or a folder for PNG frames. May use "
+                   "{index} {slug} {seed}. Default: outputs/{slug}-{seed}.mp4")
+    p.add_argument("--model", help="video model folder (default: the model shipped with vidiff)")
+    p.add_argument("--prompts-file", help="one prompt per line, or JSONL with 'prompt' and per-prompt "
+                   "seed, negative_prompt, num_frames, height, width, steps, guidance, output")
+    p.add_argument("--negative-prompt", help="what to steer away from (classifier-free guidance)")
+    p.add_argument("--num-frames", type=int, default=16, help="frames per clip (default 16)")
+    p.add_argument("--height", type=int, help="frame height in pixels (default: the model's)")
+    p.add_argument("--width", type=int, help="frame width in pixels (default: the model's)")
+    p.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
+    p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+    p.add_argument("--scheduler", default="ddim", help="ddim (default), dpm++ or euler")
+    p.add_argument("--seed", type=int, help="seed of the first clip (then +1 per prompt); random if not given, "
+                   "and always written to the sidecar")
+    p.add_argument("--fps", type=int, default=8, help="frames per second of the written clip (default 8)")
+    p.add_argument("--dtype", default="auto", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), or e.g. cuda:1, cpu")
+    p.add_argument("--cpu-offload", action="store_true", help="keep models on the CPU until used (small GPUs)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser(
         "info",

@@ -57,6 +57,12 @@ def _assert_only_temporal_new(video: VideoUNet, unet2d: UNet2DConditionModel) ->
 
 # Components a Stable Diffusion folder must have for a complete video model, besides the U-Net.
 COMPONENTS = ("vae", "text_encoder", "tokenizer", "scheduler")
+DEFAULT_CLASSES = {
+    "vae": ["diffusers", "AutoencoderKL"],
+    "text_encoder": ["transformers", "CLIPTextModel"],
+    "tokenizer": ["transformers", "CLIPTokenizer"],
+    "scheduler": ["diffusers", "DDIMScheduler"],
+}
 
 
 def inflate_model_folder(
@@ -64,6 +70,7 @@ def inflate_model_folder(
     out: str | os.PathLike,
     config: str | os.PathLike | None = None,
     overwrite: bool = False,
+    motion_adapter: str | os.PathLike | None = None,
     **options: Any,
 ) -> Path:
     """Turn a Stable Diffusion model (diffusers folder, or single-file `.safetensors`) into a video model folder.
@@ -71,15 +78,17 @@ def inflate_model_folder(
     The folder gets `unet/` (a `VideoUNet`), the base's `vae/ text_encoder/ tokenizer/ scheduler/`, and a
     `model_index.json`. It is built beside `out` and renamed into place, so a failure leaves nothing behind.
     config: for a single file, a local diffusers folder with the matching configs (conversion runs offline).
+    motion_adapter: AnimateDiff motion modules (MotionAdapter folder or original checkpoint) to load; their
+    settings build the temporal attention unless `options` say otherwise.
     """
     base, out = Path(base), Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"output folder {out} already exists; pass --overwrite or choose another path")
     if base.is_file():
-        return _inflate_single_file(base, out, config, overwrite, **options)
+        return _inflate_single_file(base, out, config, overwrite, motion_adapter, **options)
     check_model_folder(base, COMPONENTS + ("unet",))
 
-    video = inflate_unet(UNet2DConditionModel.from_pretrained(base / "unet"), **options)
+    video = _inflate(UNet2DConditionModel.from_pretrained(base / "unet"), motion_adapter, options)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         video.save_pretrained(tmp / "unet")
         for name in COMPONENTS:
@@ -88,7 +97,15 @@ def inflate_model_folder(
     return out
 
 
-def _inflate_single_file(path: Path, out: Path, config, overwrite: bool, **options: Any) -> Path:
+def _inflate(unet2d: UNet2DConditionModel, motion_adapter, options: dict[str, Any]) -> VideoUNet:
+    if motion_adapter is None:
+        return inflate_unet(unet2d, **options)
+    from vidiff.models.motion_adapter import inflate_with_motion_adapter
+
+    return inflate_with_motion_adapter(unet2d, motion_adapter, **options)
+
+
+def _inflate_single_file(path: Path, out: Path, config, overwrite: bool, motion_adapter, **options: Any) -> Path:
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: single-file checkpoints must be .safetensors (got {path.suffix!r})")
     from diffusers import StableDiffusionPipeline
@@ -102,7 +119,7 @@ def _inflate_single_file(path: Path, out: Path, config, overwrite: bool, **optio
             f"could not convert {path} offline ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
             "pass --config with a local diffusers folder of the same model type"
         ) from error
-    video = inflate_unet(pipe.unet, **options)
+    video = _inflate(pipe.unet, motion_adapter, options)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         video.save_pretrained(tmp / "unet")
         for name in COMPONENTS:
@@ -135,13 +152,7 @@ def write_model_index(folder: Path, classes: dict[str, list[str]]) -> None:
 def _component_classes(base: Path) -> dict[str, list[str]]:
     index_path = base / "model_index.json"
     index = json.loads(index_path.read_text()) if index_path.is_file() else {}
-    defaults = {
-        "vae": ["diffusers", "AutoencoderKL"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "scheduler": ["diffusers", "DDIMScheduler"],
-    }
-    return {name: list(index.get(name) or defaults[name]) for name in COMPONENTS}
+    return {name: list(index.get(name) or DEFAULT_CLASSES[name]) for name in COMPONENTS}
 
 
 def _library_of(component: Any) -> list[str]:

@@ -1,0 +1,207 @@
+"""Text-to-video sampling with an inflated `VideoUNet`: prompt -> latents `b c f h w` -> uint8 frames.
+
+The loop is the Stable Diffusion sampling loop (diffusers' `StableDiffusionPipeline`) run on clips: the same
+prompt encoding, classifier-free guidance with both halves in one batch, scheduler steps and latent scaling. With
+identity temporal layers it therefore reproduces the image pipeline frame by frame, which the tests check.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+from pathlib import Path
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    DiffusionPipeline,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+)
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+from einops import rearrange
+
+from vidiff.models.inflate import COMPONENTS, DEFAULT_CLASSES, check_model_folder
+from vidiff.models.video_unet import VideoUNet
+
+SCHEDULERS = {
+    "ddim": (DDIMScheduler, {}),
+    "dpm++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
+    "euler": (EulerDiscreteScheduler, {}),
+}
+OUTPUT_TYPES = ("np", "pt", "latent")
+
+
+@dataclass
+class TextToVideoOutput(BaseOutput):
+    frames: np.ndarray | torch.Tensor
+    """np: uint8 (batch, f, h, w, c); pt: float (batch, c, f, h, w) in [0, 1]; latent: (batch, c, f, h/8, w/8)."""
+
+
+class TextToVideoPipeline(DiffusionPipeline):
+    """Prompt -> video with a `VideoUNet`, a VAE, a CLIP text encoder and tokenizer, and any diffusers scheduler."""
+
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+
+    def __init__(self, vae: AutoencoderKL, text_encoder, tokenizer, unet: VideoUNet, scheduler):
+        super().__init__()
+        check_tokenizer(tokenizer, text_encoder)
+        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, torch_dtype: torch.dtype | None = None) -> TextToVideoPipeline:
+        """Load a video model folder written by `vidiff inflate` (or training): each component by its named class."""
+        folder = Path(folder)
+        check_model_folder(folder, (*COMPONENTS, "unet"))
+        index_path = folder / "model_index.json"
+        index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+        unet_config = json.loads((folder / "unet" / "config.json").read_text())
+        if unet_config.get("_class_name") != "VideoUNet":
+            raise ValueError(f"{folder / 'unet'} holds a {unet_config.get('_class_name')}, not a VideoUNet; "
+                             "make a video model with `vidiff inflate`")
+        dtype = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
+        components = {"unet": VideoUNet.from_pretrained(folder / "unet", **dtype)}
+        for name in COMPONENTS:
+            library, class_name = index.get(name) or DEFAULT_CLASSES[name]
+            component_cls = getattr(importlib.import_module(library), class_name)
+            kwargs = dtype if name in ("vae", "text_encoder") else {}
+            components[name] = component_cls.from_pretrained(folder / name, **kwargs)
+        return cls(**components)
+
+    def set_scheduler(self, name: str) -> None:
+        """Swap the scheduler for 'ddim', 'dpm++' or 'euler', keeping the model's noise schedule."""
+        if name not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+        cls, options = SCHEDULERS[name]
+        self.scheduler = cls.from_config(self.scheduler.config, **options)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompts: list[str], negative_prompts: list[str] | None, device) -> torch.Tensor:
+        """Text embeddings `(n, tokens, d)`; with negatives, `[negatives; prompts]` in one tensor, as SD orders them."""
+        texts = prompts if negative_prompts is None else [*negative_prompts, *prompts]
+        tokens = self.tokenizer(
+            texts, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
+            return_tensors="pt",
+        )
+        mask = tokens.attention_mask.to(device) if getattr(self.text_encoder.config, "use_attention_mask", False) else None
+        embeds = self.text_encoder(tokens.input_ids.to(device), attention_mask=mask)[0]
+        return embeds.to(dtype=self.unet.dtype)
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int = 8) -> torch.Tensor:
+        """Latents `b c f h w` -> frames in [0, 1], `b c f H W`, decoding `decode_chunk_size` frames at a time."""
+        frames = rearrange(latents, "b c f h w -> (b f) c h w") / self.vae.config.scaling_factor
+        decoded = [
+            self.vae.decode(chunk.to(self.vae.dtype)).sample.float()
+            for chunk in frames.split(decode_chunk_size)
+        ]
+        video = torch.cat(decoded).div(2).add(0.5).clamp(0, 1)
+        return rearrange(video, "(b f) c h w -> b c f h w", b=latents.shape[0])
+
+    def check_inputs(self, num_frames: int, height: int, width: int, steps: int, output_type: str) -> None:
+        self.unet.check_num_frames(num_frames)
+        for name, value in (("height", height), ("width", width)):
+            if value <= 0 or value % self.vae_scale_factor:
+                raise ValueError(f"{name}={value} must be a positive multiple of {self.vae_scale_factor} for this VAE")
+        if steps < 1:
+            raise ValueError(f"num_inference_steps={steps} must be at least 1")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"unknown output_type {output_type!r}; choose one of {', '.join(OUTPUT_TYPES)}")
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        negative_prompt: str | list[str] | None = None,
+        num_frames: int = 16,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 7.5,
+        num_videos_per_prompt: int = 1,
+        eta: float = 0.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "np",
+        decode_chunk_size: int = 8,
+        show_progress: bool = True,
+    ) -> TextToVideoOutput:
+        # 1. Check inputs
+        sample_size = self.unet.unet.config.sample_size
+        height = sample_size * self.vae_scale_factor if height is None else height
+        width = sample_size * self.vae_scale_factor if width is None else width
+        self.check_inputs(num_frames, height, width, num_inference_steps, output_type)
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        device = self._execution_device
+        guided = guidance_scale > 1.0
+
+        # 2. Encode prompts; negatives first, as StableDiffusionPipeline concatenates them
+        negatives = None
+        if guided:
+            negatives = [negative_prompt or ""] * len(prompts) if not isinstance(negative_prompt, list) else negative_prompt
+            if len(negatives) != len(prompts):
+                raise ValueError(f"{len(negatives)} negative prompts for {len(prompts)} prompts; give one per prompt")
+        text = self.encode_prompt(prompts, negatives, device).repeat_interleave(num_videos_per_prompt, dim=0)
+
+        # 3. Timesteps
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+
+        # 4. Starting noise (b, c, f, h, w)
+        batch = len(prompts) * num_videos_per_prompt
+        shape = (batch, self.vae.config.latent_channels, num_frames, height // self.vae_scale_factor,
+                 width // self.vae_scale_factor)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents have shape {tuple(latents.shape)}, expected {shape}")
+        latents = latents.to(device=device, dtype=self.unet.dtype) * self.scheduler.init_noise_sigma
+        step_kwargs = self._step_kwargs(generator, eta)
+
+        # 5. Denoising loop: conditional and unconditional halves as one batch
+        for t in self.progress_bar(self.scheduler.timesteps) if show_progress else self.scheduler.timesteps:
+            model_input = torch.cat([latents] * 2) if guided else latents
+            model_input = self.scheduler.scale_model_input(model_input, t)
+            noise = self.unet(model_input, t, text).sample
+            if guided:
+                uncond, cond = noise.chunk(2)
+                noise = uncond + guidance_scale * (cond - uncond)
+            latents = self.scheduler.step(noise, t, latents, **step_kwargs).prev_sample
+
+        # 6. Decode
+        if output_type == "latent":
+            frames = latents
+        else:
+            frames = self.decode_latents(latents, decode_chunk_size)
+            if output_type == "np":
+                frames = to_uint8(frames)
+        self.maybe_free_model_hooks()
+        return TextToVideoOutput(frames=frames)
+
+    def _step_kwargs(self, generator, eta: float) -> dict[str, Any]:
+        accepted = set(inspect.signature(self.scheduler.step).parameters)
+        kwargs = {"eta": eta} if "eta" in accepted else {}
+        if "generator" in accepted:
+            kwargs["generator"] = generator
+        return kwargs
+
+
+def to_uint8(video: torch.Tensor) -> np.ndarray:
+    """Frames in [0, 1], `b c f h w` -> uint8 `(b, f, h, w, c)`, rounded as diffusers' image processor does."""
+    return (rearrange(video, "b c f h w -> b f h w c").cpu().float().numpy() * 255).round().astype(np.uint8)
+
+
+def check_tokenizer(tokenizer, text_encoder) -> None:
+    """Catch a tokenizer loaded from a missing or broken folder: transformers may return one with 2 tokens."""
+    size = len(tokenizer)
+    if size <= 2:
+        raise ValueError(f"the tokenizer has only {size} tokens; its folder is missing or broken")
+    if size > text_encoder.config.vocab_size:
+        raise ValueError(f"the tokenizer has {size} tokens but the text encoder only {text_encoder.config.vocab_size}")
