@@ -1,0 +1,121 @@
+"""Run configs: YAML files under `configs/` map onto these dataclasses; unknown keys are an error.
+
+What a model *is* lives in its saved config; how one run goes lives here. Command-line overrides use the
+same key names: `vidiff train --config configs/train/temporal.yaml max_steps=200 data=my_videos`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+@dataclass
+class TrainConfig:
+    # --- what to train on, and where results go
+    model: str = ""  # video model folder (from `vidiff inflate`), or a Stable Diffusion folder, inflated on load
+    data: str = ""  # folder of videos, searched recursively; captions optional
+    output: str = "runs/temporal"  # checkpoints, logs, validation clips, final weights
+    trainable: str = "temporal"  # temporal: motion only (spatial frozen); all; spatial: the image layers only
+
+    # --- clips
+    num_frames: int = 16
+    frame_stride: int = 2  # take every k-th frame; ignored when target_fps is set
+    target_fps: float | None = None  # resample clips to this rate instead of a fixed stride
+    resolution: int = 256  # square training size: shorter side resized to this, then cropped
+    random_crop: bool = False  # centre crop otherwise
+    short_videos: str = "stride"  # a video shorter than one clip: "stride" (take a smaller stride) or "skip"
+    caption_dropout: float = 0.1  # share of empty captions, so the model also learns the unconditional branch
+    cache_latents: bool = False  # encode each clip with the VAE once (fixed start, centre crop), then train on latents
+
+    # --- optimisation
+    max_steps: int = 1000
+    batch_size: int = 1  # per process
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-4
+    lr_scheduler: str = "constant"  # any diffusers.optimization scheduler name: constant, cosine, linear, ...
+    lr_warmup_steps: int = 0
+    weight_decay: float = 1e-2
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"  # no, fp16, bf16 (accelerate)
+    gradient_checkpointing: bool = False
+    ema: bool = False  # keep an exponential moving average of the trained weights; used for the final export
+    ema_decay: float = 0.999
+    seed: int = 0
+
+    # --- bookkeeping
+    checkpoint_every: int = 500  # steps; checkpoints are written atomically
+    keep_checkpoints: int = 3  # the newest K are kept
+    log_every: int = 10
+    validation_every: int = 0  # steps between validation clips (0: only at the end, if prompts are given)
+    validation_prompts: list[str] = field(default_factory=list)
+    validation_seeds: list[int] = field(default_factory=lambda: [0])
+    validation_steps: int = 20
+    num_workers: int = 0  # data loader worker processes
+
+    def check(self) -> None:
+        choices = {"trainable": ("temporal", "all", "spatial"), "short_videos": ("stride", "skip"),
+                   "mixed_precision": ("no", "fp16", "bf16")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key}={getattr(self, key)!r}; choose one of {', '.join(allowed)}")
+        for key in ("num_frames", "frame_stride", "resolution", "max_steps", "batch_size", "checkpoint_every",
+                    "keep_checkpoints", "gradient_accumulation_steps"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key}={getattr(self, key)} must be at least 1")
+        if not 0 <= self.caption_dropout <= 1:
+            raise ValueError(f"caption_dropout={self.caption_dropout} must be within 0..1")
+        for key in ("model", "data"):
+            if not getattr(self, key):
+                raise ValueError(f"no {key} given; set it in the config or pass {key}=PATH")
+
+
+def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] = ()) -> T:
+    """Build `cls` from a YAML file (optional) and `key=value` overrides; unknown keys raise `ValueError`."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} must hold a mapping of settings")
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {override!r} must look like key=value")
+        values[key.strip()] = yaml.safe_load(raw)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown config keys {unknown}; known keys: {', '.join(sorted(known))}")
+    config = cls(**{k: _coerce(cls, k, v) for k, v in values.items()})
+    return config
+
+
+def _coerce(cls, key: str, value: Any) -> Any:
+    """Turn YAML scalars into the field's type where that is unambiguous (e.g. 1 -> 1.0, '1e-4' -> 1e-4)."""
+    default = next(f for f in dataclasses.fields(cls) if f.name == key)
+    expected = default.type if isinstance(default.type, str) else getattr(default.type, "__name__", "")
+    try:
+        if expected == "float" and isinstance(value, (int, str)):
+            return float(value)
+        if expected == "int" and isinstance(value, str):
+            return int(value)
+    except ValueError:
+        raise ValueError(f"{key}={value!r} is not a {expected}") from None
+    if expected in ("int", "float") and not isinstance(value, (int, float)):
+        raise ValueError(f"{key}={value!r} is not a {expected}")
+    if expected == "str" and not isinstance(value, str):
+        raise ValueError(f"{key}={value!r} is not a string")
+    return value
