@@ -23,12 +23,13 @@ from diffusers import (
     DiffusionPipeline,
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
+    UNet2DConditionModel,
 )
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from einops import rearrange
 
-from vidiff.models.inflate import COMPONENTS, DEFAULT_CLASSES, check_model_folder
+from vidiff.models.inflate import COMPONENTS, DEFAULT_CLASSES, check_model_folder, inflate_unet
 from vidiff.models.video_unet import VideoUNet
 
 SCHEDULERS = {
@@ -57,18 +58,26 @@ class TextToVideoPipeline(DiffusionPipeline):
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, torch_dtype: torch.dtype | None = None) -> TextToVideoPipeline:
-        """Load a video model folder written by `vidiff inflate` (or training): each component by its named class."""
+    def from_pretrained(cls, folder: str | os.PathLike, torch_dtype: torch.dtype | None = None,
+                        inflate_image_model: bool = False) -> TextToVideoPipeline:
+        """Load a video model folder written by `vidiff inflate` (or training): each component by its named class.
+
+        inflate_image_model: also accept a Stable Diffusion folder, inflating its U-Net with default settings.
+        """
         folder = Path(folder)
         check_model_folder(folder, (*COMPONENTS, "unet"))
         index_path = folder / "model_index.json"
         index = json.loads(index_path.read_text()) if index_path.is_file() else {}
         unet_config = json.loads((folder / "unet" / "config.json").read_text())
-        if unet_config.get("_class_name") != "VideoUNet":
+        dtype = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
+        if unet_config.get("_class_name") == "VideoUNet":
+            unet = VideoUNet.from_pretrained(folder / "unet", **dtype)
+        elif inflate_image_model and unet_config.get("_class_name") == "UNet2DConditionModel":
+            unet = inflate_unet(UNet2DConditionModel.from_pretrained(folder / "unet", **dtype))
+        else:
             raise ValueError(f"{folder / 'unet'} holds a {unet_config.get('_class_name')}, not a VideoUNet; "
                              "make a video model with `vidiff inflate`")
-        dtype = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
-        components = {"unet": VideoUNet.from_pretrained(folder / "unet", **dtype)}
+        components = {"unet": unet}
         for name in COMPONENTS:
             library, class_name = index.get(name) or DEFAULT_CLASSES[name]
             component_cls = getattr(importlib.import_module(library), class_name)

@@ -1,0 +1,146 @@
+"""`vidiff generate`: clips with sidecars, batches, seeds, 2-process runs, and one-line errors before heavy work."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vidiff.cli import main
+from vidiff.io.video import read_video
+
+FAST = ["--num-frames", "3", "--steps", "2", "--no-progress"]
+
+
+def test_generate_writes_a_clip_and_a_reproducible_sidecar(tiny_video_folder, tmp_path, capsys):
+    out = tmp_path / "clip.mp4"
+    argv = ["generate", "a red circle moving right", "--model", str(tiny_video_folder), "-o", str(out),
+            "--seed", "5", "--fps", "6", "--negative-prompt", "blur", *FAST]
+    assert main(argv) == 0
+    frames, fps = read_video(out)
+    assert frames.shape == (3, 64, 64, 3) and fps == pytest.approx(6, abs=0.1)
+    sidecar = json.loads(Path(f"{out}.json").read_text())
+    for key, value in dict(prompt="a red circle moving right", negative_prompt="blur", seed=5, steps=2,
+                           guidance=7.5, scheduler="ddim", model=str(tiny_video_folder), num_frames=3, fps=6).items():
+        assert sidecar[key] == value, key
+    assert "vidiff_version" in sidecar and sidecar["timings"]["sample_s"] > 0
+
+
+def test_same_seed_gives_the_same_frames(tiny_video_folder, tmp_path):
+    for name in ("a", "b"):
+        argv = ["generate", "a blue square", "--model", str(tiny_video_folder), "-o", str(tmp_path / name),
+                "--seed", "11", *FAST]  # a suffix-less path is a folder of PNG frames: exact pixels
+        assert main(argv) == 0
+    first, _ = read_video(tmp_path / "a")
+    second, _ = read_video(tmp_path / "b")
+    assert np.array_equal(first, second)
+
+
+def test_prompts_file_jsonl_writes_one_clip_each_with_its_own_seed(tiny_video_folder, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "a red circle", "seed": 3}\n\n{"prompt": "a green square", "num_frames": 2}\n')
+    out = tmp_path / "clips"
+    assert main(["generate", "--prompts-file", str(prompts), "--model", str(tiny_video_folder), "-o",
+                 str(out / "{index}-{seed}.gif"), "--seed", "100", *FAST]) == 0
+    assert sorted(p.name for p in out.glob("*.gif")) == ["0-3.gif", "1-101.gif"]
+    assert read_video(out / "1-101.gif")[0].shape[0] == 2
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_split_the_prompts_and_write_each_clip_once(tiny_video_folder, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(f"prompt number {i}" for i in range(5)) + "\n")
+    out = tmp_path / "clips"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(_free_port()), "-m", "vidiff.cli", "generate",
+               "--prompts-file", str(prompts), "--model", str(tiny_video_folder), "-o", str(out / "{index}.gif"),
+               "--seed", "0", *FAST]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in out.glob("*.gif")) == [f"{i}.gif" for i in range(5)]
+    wrote = [line for line in result.stdout.splitlines() if line.startswith("wrote ")]
+    assert len(wrote) == 5 and len(set(wrote)) == 5  # every clip written by exactly one process
+
+
+def _fails_with(argv, capsys, *needles):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err
+    return err
+
+
+def test_missing_model_folder(tmp_path, capsys):
+    _fails_with(["generate", "x", "--model", str(tmp_path / "none"), "-o", str(tmp_path / "c.mp4")], capsys, "none")
+    assert not (tmp_path / "c.mp4").exists()
+
+
+def test_malformed_model_folder(tiny_sd_folder, tmp_path, capsys):
+    # an image model, not a video model
+    _fails_with(["generate", "x", "--model", str(tiny_sd_folder), "-o", str(tmp_path / "c.mp4")], capsys,
+                "vidiff inflate")
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--height", "60"], "height=60"),
+        (["--width", "-8"], "width=-8"),
+        (["--num-frames", "40"], "num_frames=40"),
+        (["--scheduler", "plms"], "'plms'"),
+        (["--steps", "0"], "steps=0"),
+        (["--fps", "0"], "--fps 0"),
+        (["--dtype", "fp8"], "'fp8'"),
+    ],
+)
+def test_bad_settings(tiny_video_folder, tmp_path, capsys, extra, needle):
+    _fails_with(["generate", "x", "--model", str(tiny_video_folder), "-o", str(tmp_path / "c.mp4"), *extra],
+                capsys, needle)
+
+
+def test_unknown_extension_and_unwritable_output(tiny_video_folder, tmp_path, capsys):
+    _fails_with(["generate", "x", "--model", str(tiny_video_folder), "-o", str(tmp_path / "c.avi")], capsys, ".avi")
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    _fails_with(["generate", "x", "--model", str(tiny_video_folder), "-o", str(blocker / "c.mp4")], capsys,
+                "not a writable folder")
+
+
+def test_existing_clip_is_untouched_when_input_is_bad(tiny_video_folder, tmp_path, capsys):
+    clip = tmp_path / "c.mp4"
+    clip.write_bytes(b"an earlier clip")
+    _fails_with(["generate", "x", "--model", str(tiny_video_folder), "-o", str(clip), "--height", "7"], capsys, "7")
+    assert clip.read_bytes() == b"an earlier clip"
+
+
+def test_empty_and_broken_prompts_files(tiny_video_folder, tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    _fails_with(["generate", "--prompts-file", str(empty), "--model", str(tiny_video_folder)], capsys, "no prompts")
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"prompt": "ok"}\n{"prompt": "x", "colour": 1}\n')
+    _fails_with(["generate", "--prompts-file", str(broken), "--model", str(tiny_video_folder)], capsys,
+                "broken.jsonl:2", "colour")
+
+
+def test_prompt_and_prompts_file_together_or_neither(tiny_video_folder, capsys):
+    _fails_with(["generate", "--model", str(tiny_video_folder)], capsys, "exactly one")
+
+
+def test_one_file_for_many_prompts_is_refused(tiny_video_folder, tmp_path, capsys):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a\nb\n")
+    _fails_with(["generate", "--prompts-file", str(prompts), "--model", str(tiny_video_folder), "-o",
+                 str(tmp_path / "one.mp4")], capsys, "{index}")
