@@ -9,4 +9,13 @@ from vidiff.models import (  # noqa: E402
     temporal_parameters,
 )
 
-__all__ = ["VideoUNet", "freeze_spatial", "inflate_unet", "temporal_parameters", "__version__"]
+__all__ = ["TextToVideoPipeline", "VideoUNet", "freeze_spatial", "inflate_unet", "temporal_parameters", "__version__"]
+
+
+def __getattr__(name):
+    # The pipeline pulls in transformers; import it only when asked for.
+    if name == "TextToVideoPipeline":
+        from vidiff.pipelines.text_to_video import TextToVideoPipeline
+
+        return TextToVideoPipeline
+    raise AttributeError(f"module 'vidiff' has no attribute {name!r}")
