@@ -12,7 +12,7 @@ from einops import rearrange  # noqa: E402
 
 from vidiff.models.configs import SD15_UNET, SD21_UNET, X4_UPSCALER_UNET, scaled  # noqa: E402
 
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("VIDIFF_TEST_THREADS", "1")))  # tiny ops: 1 thread avoids OpenMP spin-waits
 
 TINY_CONFIGS = {
     "sd15": scaled(SD15_UNET),

@@ -1,0 +1,197 @@
+"""Training on a folder of videos: overfitting, bad files, frozen spatial weights, exact resume, NaN guard, 2 processes."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vidiff.cli import main
+from vidiff.config import TrainConfig, load_config
+from vidiff.data.shapes import caption, render_clip
+from vidiff.io.video import write_video
+from vidiff.training import trainer
+from vidiff.training.trainer import TrainingDiverged, train
+
+TINY = dict(num_frames=4, frame_stride=1, resolution=32, batch_size=1, log_every=1, learning_rate=1e-3)
+
+
+def _write_clips(folder: Path, count: int, captioned: int):
+    folder.mkdir(parents=True, exist_ok=True)
+    combos = [("red", "circle", "right"), ("blue", "square", "up"), ("green", "triangle", "left")]
+    for i in range(count):
+        colour, shape, direction = combos[i % len(combos)]
+        write_video(render_clip(colour, shape, direction, num_frames=8, size=48, seed=i), folder / f"clip{i}.mp4", fps=8)
+        if i < captioned:
+            (folder / f"clip{i}.txt").write_text(caption(colour, shape, direction))
+
+
+@pytest.fixture(scope="module")
+def video_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("videos")
+    _write_clips(folder, count=3, captioned=2)
+    return folder
+
+
+def _config(model, data, output, **overrides) -> TrainConfig:
+    return TrainConfig(model=str(model), data=str(data), output=str(output), **{**TINY, **overrides})
+
+
+def test_loss_on_a_fixed_batch_goes_clearly_down(tiny_video_folder, video_folder):
+    from vidiff.data.video_folder import VideoFolderDataset
+    from vidiff.pipelines.text_to_video import TextToVideoPipeline
+
+    pipe = TextToVideoPipeline.from_pretrained(tiny_video_folder)
+    item = VideoFolderDataset(video_folder, num_frames=4, resolution=32, train=False)[0]
+    batch = {"video": item["video"][None], "caption": [item["caption"]]}
+    params = trainer.trainable_parameters(pipe.unet, "all")
+    optimizer = torch.optim.Adam(params.values(), lr=2e-3)
+    empty = trainer._encode(pipe.text_encoder, pipe.tokenizer, [""], torch.device("cpu"))
+    losses = []
+    for _ in range(20):
+        generator = trainer.step_generator(0)  # the same noise and timestep every step: a fixed batch
+        loss = trainer._loss(batch, pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer,
+                             _ddpm(pipe), empty, generator, 0.0, torch.device("cpu"))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.3 * losses[0], losses
+
+
+def _ddpm(pipe):
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(pipe.scheduler.config)
+
+
+def test_bad_files_are_skipped_counted_and_training_finishes(tiny_video_folder, tmp_path):
+    data = tmp_path / "data"
+    _write_clips(data, count=2, captioned=1)
+    (data / "empty.mp4").write_bytes(b"")
+    good = (data / "clip0.mp4").read_bytes()
+    (data / "truncated.mp4").write_bytes(good[: len(good) // 3])
+    (data / "notes.mp4").write_text("this is not a video")
+    out = tmp_path / "run"
+    summary = train(_config(tiny_video_folder, data, out, max_steps=3, checkpoint_every=2))
+    assert summary["steps"] == 3 and summary["videos"] == 2
+    assert sorted(Path(s["path"]).name for s in summary["skipped_files"]) == ["empty.mp4", "notes.mp4", "truncated.mp4"]
+    assert all(s["reason"] for s in summary["skipped_files"])
+    written = json.loads((out / "train_summary.json").read_text())
+    assert len(written["skipped_files"]) == 3 and written["frames_per_second"] > 0
+    assert (out / "temporal.safetensors").is_file()
+    assert sorted(p.name for p in (out / "model").iterdir()) == [
+        "model_index.json", "scheduler", "text_encoder", "tokenizer", "unet", "vae"]
+    assert list(out.rglob("events.out.tfevents*")) or not trainer._tracker()  # TensorBoard logs
+
+
+def test_default_mode_leaves_spatial_weights_bit_identical(tiny_video_folder, video_folder, tmp_path):
+    out = tmp_path / "run"
+    train(_config(tiny_video_folder, video_folder, out, max_steps=3, checkpoint_every=10))
+    before = load_file(tiny_video_folder / "unet" / "diffusion_pytorch_model.safetensors")
+    after = load_file(out / "model" / "unet" / "diffusion_pytorch_model.safetensors")
+    spatial = [k for k in before if k.startswith("unet.")]
+    temporal = [k for k in before if not k.startswith("unet.") and not k.endswith(".pe")]
+    assert spatial and all(torch.equal(before[k], after[k]) for k in spatial)
+    assert any(not torch.equal(before[k], after[k]) for k in temporal)
+
+
+def test_resume_repeats_the_straight_run_exactly(tiny_video_folder, video_folder, tmp_path):
+    settings = dict(max_steps=6, checkpoint_every=3, lr_scheduler="cosine", lr_warmup_steps=2, ema=True,
+                    caption_dropout=0.5)
+    straight = train(_config(tiny_video_folder, video_folder, tmp_path / "straight", **settings))
+    config = _config(tiny_video_folder, video_folder, tmp_path / "stopped", **settings)
+    train(config, stop_after=3)  # a run killed right after its step-3 checkpoint
+    assert not (tmp_path / "stopped" / "temporal.safetensors").exists()
+    resumed = train(config, resume=True)
+    assert resumed["resumed_from"].endswith("step-00000003") and resumed["steps"] == 6
+    a = load_file(tmp_path / "straight" / "temporal.safetensors")
+    b = load_file(tmp_path / "stopped" / "temporal.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert straight["final_loss"] == resumed["final_loss"]
+
+
+def test_checkpoints_keep_the_newest_k(tiny_video_folder, video_folder, tmp_path):
+    train(_config(tiny_video_folder, video_folder, tmp_path / "run", max_steps=4, checkpoint_every=1,
+                  keep_checkpoints=2))
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert names == ["step-00000003", "step-00000004"]
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tiny_video_folder, video_folder,
+                                                                          tmp_path, monkeypatch):
+    real_loss = trainer._loss
+    calls = {"n": 0}
+
+    def sometimes_nan(*args, **kwargs):
+        calls["n"] += 1
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 4 else loss
+
+    monkeypatch.setattr(trainer, "_loss", sometimes_nan)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"nan.*step 4.*step-00000002"):
+        train(_config(tiny_video_folder, video_folder, out, max_steps=10, checkpoint_every=2))
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000002"]
+    assert load_file(out / "checkpoints" / "step-00000002" / "trainable.safetensors")  # complete and readable
+
+
+def test_all_bad_files_stop_before_training(tiny_video_folder, tmp_path, capsys):
+    data = tmp_path / "bad"
+    data.mkdir()
+    (data / "a.mp4").write_bytes(b"")
+    assert main(["train", f"model={tiny_video_folder}", f"data={data}", f"output={tmp_path / 'out'}"]) == 2
+    assert "no readable videos" in capsys.readouterr().err
+
+
+def test_config_file_overrides_and_unknown_keys(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: m\ndata: d\nmax_steps: 7\nlearning_rate: 1.0e-3\n")
+    config = load_config(TrainConfig, path, ["max_steps=9", "num_frames=8", "resolution=64", "batch_size=2",
+                                             "checkpoint_every=3", "seed=4", "output=o"])
+    assert (config.max_steps, config.num_frames, config.resolution, config.batch_size) == (9, 8, 64, 2)
+    assert (config.checkpoint_every, config.seed, config.output, config.learning_rate) == (3, 4, "o", 1e-3)
+    assert main(["train", "--config", str(path), "max_stepz=3"]) == 2
+    assert "max_stepz" in capsys.readouterr().err
+    assert main(["train", "--config", str(path), "trainable=everything"]) == 2
+    assert "trainable" in capsys.readouterr().err
+
+
+def test_shipped_config_loads():
+    config = load_config(TrainConfig, Path(__file__).parent.parent / "configs" / "train" / "temporal.yaml",
+                         ["model=m", "data=d"])
+    config.check()
+    assert config.trainable == "temporal"
+
+
+def test_latent_cache_trains(tiny_video_folder, video_folder, tmp_path):
+    summary = train(_config(tiny_video_folder, video_folder, tmp_path / "run", max_steps=2, cache_latents=True))
+    assert summary["latent_cache"] and summary["steps"] == 2
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_training_completes_and_only_the_main_process_checkpoints(tiny_video_folder, video_folder,
+                                                                              tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(_free_port()), "-m", "vidiff.cli", "train",
+               f"model={tiny_video_folder}", f"data={video_folder}", f"output={out}", "max_steps=4",
+               "checkpoint_every=2", "num_frames=4", "frame_stride=1", "resolution=32"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoints = sorted((out / "checkpoints").iterdir())
+    assert [p.name for p in checkpoints] == ["step-00000002", "step-00000004"]
+    assert all(json.loads((p / "state.json").read_text())["written_by_rank"] == 0 for p in checkpoints)
+    assert json.loads((out / "train_summary.json").read_text())["steps"] == 4

@@ -1,0 +1,348 @@
+"""Fine-tune a video model on a folder of videos (captions optional), single process or under `accelerate launch`.
+
+The objective is the latent diffusion loss of the image model, on clips: encode frames with the frozen VAE, add
+noise at a random timestep, predict the noise (or v, following the scheduler config) with the video U-Net.
+By default only the temporal layers train (AnimateDiff / Make-A-Video); `trainable: all | spatial` are there for
+building image models from scratch, as the tiny default does.
+
+Exact resume: every random draw in a step comes from a generator seeded by (seed, step, micro-batch, process), and
+the data position is the number of samples consumed, so a resumed run repeats the straight run bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from tqdm.auto import tqdm
+
+from vidiff.atomic import atomic_dir, write_text
+from vidiff.config import TrainConfig
+from vidiff.models.inflate import COMPONENTS, write_model_index
+from vidiff.models.temporal import temporal_named_parameters
+from vidiff.training.checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def step_generator(*keys: int) -> torch.Generator:
+    """A CPU generator that depends only on `keys` (seed, step, micro-batch, process)."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence(list(keys)).generate_state(1)[0]))
+
+
+class ClipSampler(torch.utils.data.Sampler):
+    """Endless `(index, item_seed)` keys: a fresh permutation per epoch, this process's share, from `start` on."""
+
+    def __init__(self, size: int, seed: int, rank: int = 0, world: int = 1, start: int = 0):
+        self.size, self.seed, self.rank, self.world, self.start = size, seed, rank, world, start
+
+    def __iter__(self):
+        per_epoch = len(range(self.rank, self.size, self.world))
+        epoch, position = divmod(self.start, per_epoch)
+        while True:
+            order = torch.randperm(self.size, generator=step_generator(self.seed, epoch))[self.rank :: self.world]
+            for index in order[position:].tolist():
+                yield index, int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0])
+            epoch, position = epoch + 1, 0
+
+
+class LatentCache(torch.utils.data.Dataset):
+    """Each clip encoded once by the VAE (fixed start, centre crop): the latent mean and std, plus the caption."""
+
+    def __init__(self, dataset, vae, device, batch_size: int = 4):
+        self.items = []
+        for index in tqdm(range(len(dataset)), desc="caching latents", leave=False):
+            item = dataset[index]
+            frames = rearrange(item["video"][None], "b c f h w -> (b f) c h w").to(device, vae.dtype)
+            dist = vae.encode(frames).latent_dist
+            self.items.append({"mean": dist.mean.cpu(), "std": dist.std.cpu(), "caption": item["caption"]})
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, key):
+        index = key[0] if isinstance(key, tuple) else key
+        return self.items[index]
+
+
+def trainable_parameters(unet, mode: str) -> dict[str, torch.nn.Parameter]:
+    """Parameters to train, by name: 'temporal' (the default), 'all', or 'spatial' (everything not temporal)."""
+    temporal = dict(temporal_named_parameters(unet))
+    if mode == "temporal":
+        return temporal
+    everything = dict(unet.named_parameters())
+    return everything if mode == "all" else {k: v for k, v in everything.items() if k not in temporal}
+
+
+def train(config: TrainConfig, resume: bool | str = False, stop_after: int | None = None) -> dict[str, Any]:
+    """Run (or resume) training; returns the run summary also written to `train_summary.json`.
+
+    stop_after: end right after that step's checkpoint, as a killed run would (for tests and time-boxed runs).
+    """
+    from accelerate import Accelerator
+    from diffusers import DDPMScheduler
+    from diffusers.optimization import get_scheduler
+
+    from vidiff.data.video_folder import VideoFolderDataset
+    from vidiff.pipelines.text_to_video import TextToVideoPipeline
+
+    config.check()
+    output = Path(config.output)
+
+    # 1. Accelerator, models
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with=_tracker(),
+                              project_dir=str(output), gradient_accumulation_steps=config.gradient_accumulation_steps)
+    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    pipe = TextToVideoPipeline.from_pretrained(config.model, inflate_image_model=True)
+    unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    frozen_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
+    for model in (vae, text_encoder):  # nn.Module.to: diffusers' .to(dtype) warns about nothing here
+        torch.nn.Module.to(model.requires_grad_(False).eval(), device, frozen_dtype)
+    unet.check_num_frames(config.num_frames)
+    trained = trainable_parameters(unet, config.trainable)
+    unet.requires_grad_(False)
+    for param in trained.values():
+        param.requires_grad_(True)
+    if config.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+
+    # 2. Data: bad files are skipped and counted by the dataset; all-bad stops here, before training
+    dataset = VideoFolderDataset(config.data, num_frames=config.num_frames, resolution=config.resolution,
+                                 frame_stride=config.frame_stride, target_fps=config.target_fps,
+                                 random_crop=config.random_crop, short_videos=config.short_videos, seed=config.seed)
+    data_summary = dataset.summary()
+    if config.cache_latents:
+        fixed = VideoFolderDataset(config.data, num_frames=config.num_frames, resolution=config.resolution,
+                                   frame_stride=config.frame_stride, target_fps=config.target_fps,
+                                   short_videos=config.short_videos, train=False, seed=config.seed)
+        with torch.no_grad():
+            dataset = LatentCache(fixed, vae, device)
+
+    # 3. Optimizer, LR schedule, EMA
+    optimizer = torch.optim.AdamW(trained.values(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    lr_scheduler = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps,
+                                 num_training_steps=config.max_steps)
+    unet.to(device)
+    ema = {k: v.detach().clone().float() for k, v in trained.items()} if config.ema else None
+
+    # 4. Resume
+    step, samples_seen = 0, 0
+    checkpoint = _find_checkpoint(output, resume)
+    if checkpoint is not None:
+        saved = load_checkpoint(checkpoint)
+        with torch.no_grad():
+            for name, param in trained.items():
+                param.copy_(saved["params"][name])
+        if ema is not None and saved["ema"] is not None:
+            ema = {k: v.float().to(device) for k, v in saved["ema"].items()}
+        optimizer.load_state_dict(saved["optimizer"])
+        lr_scheduler.load_state_dict(saved["lr_scheduler"])
+        torch.set_rng_state(saved["torch_rng"])
+        step, samples_seen = saved["state"]["step"], saved["state"]["samples_seen"]
+        accelerator.print(f"resumed from {checkpoint} at step {step}")
+
+    sampler = ClipSampler(len(dataset), config.seed, rank, world, start=samples_seen)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, sampler=sampler,
+                                         num_workers=config.num_workers)
+    unet.train()
+    unet, optimizer = accelerator.prepare(unet, optimizer)
+    if accelerator.is_main_process:
+        output.mkdir(parents=True, exist_ok=True)
+        write_text(output / "config.json", json.dumps(vars(config), indent=2))
+        accelerator.init_trackers("vidiff")
+
+    # 5. Training loop
+    empty_text = _encode(text_encoder, tokenizer, [""], device)
+    batches = iter(loader)
+    progress = tqdm(total=config.max_steps, initial=step, desc="training", disable=not accelerator.is_main_process)
+    frames_per_step = config.batch_size * config.num_frames * world * config.gradient_accumulation_steps
+    loss_value, start_time, start_step, last_checkpoint = float("nan"), time.perf_counter(), step, checkpoint
+    while step < config.max_steps:
+        for micro in range(config.gradient_accumulation_steps):
+            batch = next(batches)
+            generator = step_generator(config.seed, step, micro, rank)
+            with accelerator.accumulate(unet):
+                loss = _loss(batch, unet, vae, text_encoder, tokenizer, noise_scheduler, empty_text, generator,
+                             config.caption_dropout, device)
+                losses = accelerator.gather(loss.detach()[None])
+                if not torch.isfinite(losses).all():
+                    raise TrainingDiverged(
+                        f"loss became {losses.tolist()} at step {step + 1}; last good checkpoint: "
+                        f"{last_checkpoint or 'none'}. Lower learning_rate or use bf16 instead of fp16."
+                    )
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(list(trained.values()), config.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            loss_value = losses.mean().item()
+        lr_scheduler.step()
+        step += 1
+        samples_seen += config.batch_size * config.gradient_accumulation_steps
+        if ema is not None:
+            _update_ema(ema, trained, _ema_decay(config.ema_decay, step))
+        progress.update(1)
+        progress.set_postfix(loss=f"{loss_value:.4f}")
+
+        if step % config.log_every == 0 or step == config.max_steps:
+            elapsed = time.perf_counter() - start_time
+            fps = frames_per_step * (step - start_step) / max(elapsed, 1e-9)
+            accelerator.log({"loss": loss_value, "lr": lr_scheduler.get_last_lr()[0], "frames_per_second": fps},
+                            step=step)
+        if step % config.checkpoint_every == 0 or step == config.max_steps or step == stop_after:
+            if accelerator.is_main_process:
+                last_checkpoint = save_checkpoint(
+                    output, step, trained, ema, optimizer, lr_scheduler,
+                    {"samples_seen": samples_seen, "loss": loss_value, "written_by_rank": rank},
+                    config.keep_checkpoints)
+            accelerator.wait_for_everyone()
+        if config.validation_prompts and config.validation_every and step % config.validation_every == 0:
+            _validate(accelerator, pipe, config, step, output)
+        if step == stop_after:
+            break
+    progress.close()
+    elapsed = time.perf_counter() - start_time
+
+    # 6. Final outputs: temporal weights, a full model folder, validation clips, the summary
+    summary = {
+        "steps": step,
+        "max_steps": config.max_steps,
+        "final_loss": loss_value,
+        "frames_per_second": frames_per_step * (step - start_step) / max(elapsed, 1e-9),
+        "seconds": elapsed,
+        "resumed_from": str(checkpoint) if checkpoint else None,
+        "videos": data_summary["videos"],
+        "skipped_files": data_summary["skipped_files"],
+        "trainable": config.trainable,
+        "trainable_parameters": sum(p.numel() for p in trained.values()),
+        "latent_cache": config.cache_latents,
+    }
+    if accelerator.is_main_process and step == config.max_steps:
+        if ema is not None:
+            with torch.no_grad():
+                for name, param in trained.items():
+                    param.copy_(ema[name])
+        final = accelerator.unwrap_model(unet)
+        final.save_temporal_weights(output / "temporal.safetensors")
+        _save_model_folder(final, Path(config.model), output / "model")
+        if config.validation_prompts:
+            _validate(accelerator, pipe, config, step, output)
+    if accelerator.is_main_process:
+        write_text(output / "train_summary.json", json.dumps(summary, indent=2))
+    accelerator.end_training()
+    return summary
+
+
+def _loss(batch, unet, vae, text_encoder, tokenizer, noise_scheduler, empty_text, generator, dropout, device):
+    """Diffusion loss for one batch of clips: (b, c, f, h, w) pixels or cached latent statistics."""
+    with torch.no_grad():
+        if "video" in batch:
+            frames = rearrange(batch["video"], "b c f h w -> (b f) c h w").to(device, vae.dtype)
+            latents = vae.encode(frames).latent_dist.sample(generator=generator)
+            latents = rearrange(latents, "(b f) c h w -> b c f h w", b=batch["video"].shape[0])
+        else:
+            eps = torch.randn(batch["mean"].shape, generator=generator)
+            latents = (batch["mean"] + batch["std"] * eps).to(device)
+        latents = latents.float() * vae.config.scaling_factor
+        texts = _encode(text_encoder, tokenizer, list(batch["caption"]), device)
+        drop = torch.rand(len(texts), generator=generator) < dropout
+        texts = torch.where(drop.to(device)[:, None, None], empty_text.expand_as(texts), texts)
+
+    noise = torch.randn(latents.shape, generator=generator).to(device)
+    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
+                              generator=generator).to(device)
+    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+    if noise_scheduler.config.prediction_type == "v_prediction":
+        target = noise_scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        target = noise
+    prediction = unet(noisy, timesteps, texts).sample
+    return F.mse_loss(prediction.float(), target.float())
+
+
+def _encode(text_encoder, tokenizer, captions: list[str], device) -> torch.Tensor:
+    tokens = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                       return_tensors="pt")
+    with torch.no_grad():
+        return text_encoder(tokens.input_ids.to(device))[0].float()
+
+
+def _ema_decay(decay: float, step: int) -> float:
+    """Warm-up as in diffusers' EMAModel: min(decay, (1 + step) / (10 + step))."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+@torch.no_grad()
+def _update_ema(ema: dict[str, torch.Tensor], params: dict[str, torch.nn.Parameter], decay: float) -> None:
+    for name, param in params.items():
+        ema[name].mul_(decay).add_(param.detach().float(), alpha=1 - decay)
+
+
+def _find_checkpoint(output: Path, resume: bool | str) -> Path | None:
+    if not resume:
+        return None
+    if resume is True or resume == "latest":
+        found = list_checkpoints(output)
+        if not found:
+            raise FileNotFoundError(f"nothing to resume: no checkpoints under {output / 'checkpoints'}")
+        return found[-1]
+    return Path(resume)
+
+
+def _save_model_folder(unet, source: Path, target: Path) -> None:
+    """A complete video model folder: the trained U-Net plus the source model's other components."""
+    with atomic_dir(target, overwrite=True) as tmp:
+        unet.save_pretrained(tmp / "unet")
+        for name in COMPONENTS:
+            shutil.copytree(source / name, tmp / name)
+        index_path = source / "model_index.json"
+        index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+        write_model_index(tmp, {name: index.get(name) for name in COMPONENTS} | _missing_classes(index))
+
+
+def _missing_classes(index: dict) -> dict:
+    from vidiff.models.inflate import DEFAULT_CLASSES
+
+    return {name: cls for name, cls in DEFAULT_CLASSES.items() if not index.get(name)}
+
+
+def _validate(accelerator, pipe, config: TrainConfig, step: int, output: Path) -> None:
+    """Sample the validation prompts with the current weights and write them as GIFs (main process only)."""
+    if not accelerator.is_main_process:
+        return
+    from vidiff.io.video import write_video
+
+    unet = pipe.unet  # the module itself; accelerate wrapped it, not replaced it
+    unet.eval()
+    pipe.set_progress_bar_config(disable=True)
+    for k, prompt in enumerate(config.validation_prompts):
+        for seed in config.validation_seeds:
+            frames = pipe(prompt, num_frames=config.num_frames, height=config.resolution, width=config.resolution,
+                          num_inference_steps=config.validation_steps,
+                          generator=torch.Generator().manual_seed(seed)).frames[0]
+            write_video(frames, output / "validation" / f"step-{step:08d}-{k:02d}-seed{seed}.gif", fps=8,
+                        metadata={"prompt": prompt, "seed": seed, "step": step})
+    unet.train()
+
+
+def _tracker() -> str | None:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        logger.warning("tensorboard is not installed; training logs go to the progress bar only")
+        return None
+    return "tensorboard"
