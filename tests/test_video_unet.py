@@ -4,6 +4,7 @@ import pytest
 import torch
 from conftest import TINY_CONFIGS, frame_by_frame, randomize_temporal, tiny_unet2d, video_inputs
 from diffusers import UNet2DConditionModel
+from diffusers.models.attention_processor import AttnProcessor2_0
 
 from vidiff import VideoUNet, freeze_spatial, inflate_unet, temporal_parameters
 from vidiff.models.temporal import TemporalAttention, TemporalConv, temporal_named_parameters
@@ -223,3 +224,41 @@ def test_cuda_half_precision_matches_fp32(dtype):
 
 def _temporal_modules(video):
     return [m for m in video.modules() if isinstance(m, (TemporalConv, TemporalAttention))]
+
+
+def test_lean_temporal_block_equals_diffusers_basic_transformer_block():
+    attn = TemporalAttention(32, num_attention_heads=4, norm_num_groups=8, num_layers=2)
+    for param in attn.parameters():
+        torch.nn.init.normal_(param, std=0.2)
+    x = torch.randn(3 * 5, 32, 4, 6)  # (b f) c h w
+    ours = attn(x, num_frames=5)
+    # the same module run through diffusers' own block forward
+    from einops import rearrange
+    h = attn.proj_in(rearrange(attn.norm(rearrange(x, "(b f) c h w -> b c f h w", f=5)), "b c f h w -> (b h w) f c"))
+    for block in attn.transformer_blocks:
+        h = block(h)
+    reference = x + rearrange(attn.proj_out(h), "(b h w) f c -> (b f) c h w", h=4, w=6)
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_compiled_forward_equals_eager():
+    # aot_eager traces the graph the way inductor does without a C++ build; scripts/bench.py --compile checks
+    # inductor's own output against eager before timing it
+    video = inflate_unet(tiny_unet2d("sd15")).eval()
+    randomize_temporal(video)
+    sample, timestep, text, _ = video_inputs(TINY_CONFIGS["sd15"], frames=4)
+    compiled = torch.compile(video, backend="aot_eager", fullgraph=False)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(sample, timestep, text).sample, video(sample, timestep, text).sample,
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_shared_text_cross_attention_equals_text_repeated_per_frame():
+    video = inflate_unet(tiny_unet2d("x4-upscaler")).eval()  # has attn1 cross-attention (only_cross_attention)
+    randomize_temporal(video)
+    sample, timestep, text, labels = video_inputs(TINY_CONFIGS["x4-upscaler"], frames=5)
+    with torch.no_grad():
+        shared = video(sample, timestep, text, class_labels=labels).sample
+        video.unet.set_attn_processor(AttnProcessor2_0())  # plain processors: text repeated for every frame
+        repeated = video(sample, timestep, text, class_labels=labels).sample
+    torch.testing.assert_close(shared, repeated, atol=1e-5, rtol=1e-5)

@@ -42,6 +42,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from vidiff.atomic import atomic_path
+from vidiff.models.attention import SharedTextAttnProcessor, cross_attentions
 from vidiff.models.temporal import TemporalAttention, TemporalConv, temporal_named_parameters
 
 SUPPORTED_BLOCKS = (DownBlock2D, CrossAttnDownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D, CrossAttnUpBlock2D)
@@ -112,6 +113,10 @@ class VideoUNet(ModelMixin, ConfigMixin):
         self.mid_block = temporal_block(self.unet.mid_block, motion_mid_block) if self.unet.mid_block else None
         self.up_blocks = nn.ModuleList(temporal_block(b) for b in self.unet.up_blocks)
         self.gradient_checkpointing = False
+        # Text is read once per clip, not once per frame (see vidiff.models.attention); a plain list, so the
+        # layers are not registered twice.
+        self._text_attentions = cross_attentions(self.unet)
+        self._use_shared_text()
 
     # ------------------------------------------------------------------------------------------------ forward
 
@@ -142,7 +147,8 @@ class VideoUNet(ModelMixin, ConfigMixin):
 
         # 1. Clip-level embeddings, copied to every frame: frames ride in the batch for the spatial layers
         emb = self._embed(sample[:, :, 0], timestep, class_labels, timestep_cond).repeat_interleave(f, dim=0)
-        context = encoder_hidden_states.repeat_interleave(f, dim=0)  # ((b f), n, d)
+        shared = all(isinstance(a.processor, SharedTextAttnProcessor) for a in self._text_attentions)
+        context = encoder_hidden_states if shared else encoder_hidden_states.repeat_interleave(f, dim=0)
         attn_kwargs = dict(encoder_hidden_states=context, cross_attention_kwargs=cross_attention_kwargs)
 
         # 2. Pre-process
@@ -288,9 +294,15 @@ class VideoUNet(ModelMixin, ConfigMixin):
             self.enable_xformers_memory_efficient_attention()
         elif kernel == "sdpa":
             self.disable_xformers_memory_efficient_attention()
+            self._use_shared_text()
         else:
             raise ValueError(f"unknown attention kernel {kernel!r}; choose 'auto', 'sdpa' or 'xformers'")
         return kernel
+
+
+    def _use_shared_text(self) -> None:
+        for attention in self._text_attentions:
+            attention.set_processor(SharedTextAttnProcessor())
 
 
 def _at(modules: nn.ModuleList, index: int) -> nn.Module | None:

@@ -54,6 +54,8 @@ class TextToVideoPipeline(DiffusionPipeline):
     def __init__(self, vae: AutoencoderKL, text_encoder, tokenizer, unet: VideoUNet, scheduler):
         super().__init__()
         check_tokenizer(tokenizer, text_encoder)
+        # oneDNN and cuDNN convolutions run faster on channels-last tensors (measured: BENCHMARKS.md)
+        unet.unet.to(memory_format=torch.channels_last)
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
 

@@ -1,0 +1,296 @@
+"""Benchmark vidiff's text-to-video sampling against diffusers, side by side in one process.
+
+Implementations, on identical shapes (frames, size, steps, guidance, DDIM):
+- vidiff-motion: VideoUNet with temporal attention only, the same work as AnimateDiff;
+- vidiff: the default VideoUNet (temporal conv + temporal attention);
+- diffusers-animatediff: AnimateDiffPipeline with a MotionAdapter of matching blocks, widths and heads;
+- diffusers-unet3d: UNet3DConditionModel (ModelScope layout) of matching widths, denoising step only.
+
+Reported: median time per denoising step (the U-Net on the guidance batch), median end-to-end time (decode
+included), peak memory (CUDA max allocated, or CPU RSS growth), each with the ratio to AnimateDiff, and the U-Net
+step's FLOPs counted by torch's FlopCounterMode.
+
+    python scripts/bench.py --size tiny                         # CPU, seconds
+    python scripts/bench.py --size sd15 --frames 2 --height 128 --width 128 --steps 2   # SD 1.5 widths on CPU
+    python scripts/bench.py --size sd15 --device cuda --dtype bf16 --frames 16 --height 512 --width 512 --steps 25
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+from diffusers import AnimateDiffPipeline, DDIMScheduler, MotionAdapter, UNet2DConditionModel, UNet3DConditionModel
+from torch.utils.flop_counter import FlopCounterMode
+
+import vidiff
+from vidiff import inflate_unet
+from vidiff.models.configs import SD15_UNET
+from vidiff.pipelines.text_to_video import TextToVideoPipeline
+from vidiff.tiny import make_scheduler, make_text_encoder, make_tokenizer, make_unet2d, make_vae
+
+
+def build_components(size: str, seed: int = 0):
+    tokenizer = make_tokenizer()
+    if size == "tiny":
+        return dict(unet2d=make_unet2d(width=32, cross_attention_dim=32, seed=seed), vae=make_vae(seed=seed),
+                    text_encoder=make_text_encoder(tokenizer, width=32, seed=seed), tokenizer=tokenizer)
+    torch.manual_seed(seed)  # SD 1.5 widths, random weights: speed does not need trained weights
+    return dict(unet2d=UNet2DConditionModel(**SD15_UNET).eval(), vae=_sd_vae(),
+                text_encoder=make_text_encoder(tokenizer, width=768, layers=12, seed=seed), tokenizer=tokenizer)
+
+
+def _sd_vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                         block_out_channels=[128, 256, 512, 512], layers_per_block=2, latent_channels=4).eval()
+
+
+def build_pipelines(parts, heads: int, max_frames: int):
+    unet2d = parts["unet2d"]
+    config = unet2d.config
+    adapter = MotionAdapter(block_out_channels=tuple(config.block_out_channels),
+                            motion_layers_per_block=config.layers_per_block, motion_num_attention_heads=heads,
+                            motion_norm_num_groups=config.norm_num_groups, motion_max_seq_length=max_frames).eval()
+    common = dict(vae=parts["vae"], text_encoder=parts["text_encoder"], tokenizer=parts["tokenizer"])
+    video_motion = inflate_unet(unet2d, temporal_conv=False, temporal_num_attention_heads=heads, max_frames=max_frames)
+    video_full = inflate_unet(unet2d, temporal_num_attention_heads=heads, max_frames=max_frames)
+    pipes = {
+        "vidiff-motion": TextToVideoPipeline(unet=video_motion, scheduler=make_scheduler(), **common),
+        "vidiff": TextToVideoPipeline(unet=video_full, scheduler=make_scheduler(), **common),
+        "diffusers-animatediff": AnimateDiffPipeline(unet=unet2d, motion_adapter=adapter,
+                                                     scheduler=make_scheduler(), **common),
+    }
+    unet3d = UNet3DConditionModel(
+        block_out_channels=tuple(config.block_out_channels), layers_per_block=config.layers_per_block,
+        cross_attention_dim=config.cross_attention_dim, attention_head_dim=heads, norm_num_groups=config.norm_num_groups,
+        down_block_types=tuple(t.replace("2D", "3D") for t in config.down_block_types),
+        up_block_types=tuple(t.replace("2D", "3D") for t in config.up_block_types),
+    ).eval()
+    return pipes, unet3d
+
+
+class PeakMemory:
+    """Peak memory over a block: CUDA max allocated, or CPU resident-set growth sampled every millisecond."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.peak = device, 0
+
+    def __enter__(self):
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+            return self
+        self.base, self.stop = _rss(), threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while not self.stop.is_set():
+            self.peak = max(self.peak, _rss() - self.base)
+            time.sleep(0.001)
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated() - self.base
+        else:
+            self.stop.set()
+            self.thread.join()
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def unet_inputs(pipe, args, device, dtype):
+    batch = 2  # classifier-free guidance: unconditional and conditional halves in one batch
+    latents = torch.randn(batch, 4, args.frames, args.height // 8, args.width // 8, device=device, dtype=dtype)
+    text = torch.randn(batch, 77, pipe.text_encoder.config.hidden_size, device=device, dtype=dtype)
+    return latents, torch.tensor([500, 500], device=device), text
+
+
+@torch.no_grad()
+def step_fn(name, pipe, unet3d, args, device, dtype):
+    """A callable running one denoising step of implementation `name` on the guidance batch."""
+    latents, t, text = unet_inputs(pipe, args, device, dtype)
+    if name == "diffusers-animatediff":
+        text = text.repeat_interleave(args.frames, dim=0)  # diffusers >= 0.31 takes text per frame
+        return lambda: pipe.unet(latents, t, text).sample
+    if name == "diffusers-unet3d":
+        return lambda: unet3d(latents, t, text).sample
+    return lambda: pipe.unet(latents, t, text).sample
+
+
+@torch.no_grad()
+def end_to_end_fn(name, pipe, args):
+    kwargs = dict(num_frames=args.frames, height=args.height, width=args.width, num_inference_steps=args.steps,
+                  guidance_scale=7.5, output_type="np", generator=torch.Generator().manual_seed(0))
+    return lambda: pipe("a red circle moving right", **kwargs).frames
+
+
+def compiled_pipeline(pipe, args, device, dtype):
+    """The vidiff pipeline with its U-Net compiled; refuses to time it unless it matches eager output."""
+    import copy
+
+    compiled = copy.copy(pipe)
+    compiled.unet = copy.deepcopy(pipe.unet)
+    eager_unet, compiled.unet = compiled.unet, torch.compile(compiled.unet)
+    latents, t, text = unet_inputs(pipe, args, device, dtype)
+    with torch.no_grad():
+        start = time.perf_counter()
+        out = compiled.unet(latents, t, text).sample
+        print(f"torch.compile warm-up: {time.perf_counter() - start:.0f} s", file=sys.stderr)
+        reference = eager_unet(latents, t, text).sample
+    tolerance = 1e-4 if dtype == torch.float32 else 3e-2
+    error = ((out - reference).abs().max() / reference.abs().max()).item()
+    if error > tolerance:
+        raise SystemExit(f"compiled output differs from eager by {error:.2e} (relative), above {tolerance}")
+    return compiled
+
+
+def timed(fn, device, repeats: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def count_flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=["tiny", "sd15"], default="tiny")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--height", type=int, default=64)
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--skip", nargs="*", default=[], help="implementations to leave out")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--compile", action="store_true", help="also time vidiff with torch.compile (inductor); "
+                        "its output is checked against eager first")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device, dtype = torch.device(args.device), {"fp32": torch.float32, "fp16": torch.float16,
+                                                "bf16": torch.bfloat16}[args.dtype]
+
+    parts = build_components(args.size)
+    pipes, unet3d = build_pipelines(parts, args.heads, max(32, args.frames))
+    for pipe in pipes.values():
+        pipe.to(device, dtype)
+        pipe.set_progress_bar_config(disable=True)
+    if args.compile:
+        pipes["vidiff-compiled"] = compiled_pipeline(pipes["vidiff"], args, device, dtype)
+    unet3d.to(device, dtype)
+    names = [n for n in [*pipes, "diffusers-unet3d"] if n not in args.skip]
+
+    # Steps: interleave the implementations, repeat by repeat, so machine noise hits them alike
+    step_fns = {n: step_fn(n, pipes.get(n, pipes["vidiff"]), unet3d, args, device, dtype) for n in names}
+    step_times = {n: timed(step_fns[n], device, 0, args.warmup) for n in names}
+    for _ in range(args.repeats):
+        for n in names:
+            step_times[n] += timed(step_fns[n], device, 1, 0)
+    flops = {n: count_flops(step_fns[n]) for n in names}
+    step_memory = {}
+    for n in names:
+        with PeakMemory(device) as peak:
+            step_fns[n]()
+        step_memory[n] = peak.peak
+
+    e2e_names = [n for n in names if n in pipes]
+    e2e_fns = {n: end_to_end_fn(n, pipes[n], args) for n in e2e_names}
+    e2e_times = {n: timed(e2e_fns[n], device, 0, args.warmup) for n in e2e_names}
+    for _ in range(max(1, args.repeats // 2)):
+        for n in e2e_names:
+            e2e_times[n] += timed(e2e_fns[n], device, 1, 0)
+    e2e_memory = {}
+    for n in e2e_names:
+        with PeakMemory(device) as peak:
+            e2e_fns[n]()
+        e2e_memory[n] = peak.peak
+
+    reference = "diffusers-animatediff"
+    results = {"settings": vars(args), "machine": _machine(device), "rows": []}
+    for n in names:
+        row = {"implementation": n, "step_s": statistics.median(step_times[n]), "step_gflops": flops[n] / 1e9,
+               "step_peak_mb": step_memory[n] / 2**20}
+        if n in e2e_times:
+            row |= {"end_to_end_s": statistics.median(e2e_times[n]), "end_to_end_peak_mb": e2e_memory[n] / 2**20}
+        results["rows"].append(row)
+    ref = next((r for r in results["rows"] if r["implementation"] == reference), None)
+    for row in results["rows"]:
+        if ref:
+            for key in ("step_s", "end_to_end_s", "step_peak_mb", "end_to_end_peak_mb"):
+                if key in row and ref.get(key):
+                    row[key.replace("_s", "").replace("_mb", "") + "_ratio"] = row[key] / ref[key]
+        row["step_tflops_per_s"] = row["step_gflops"] / 1e3 / row["step_s"]
+    print(to_markdown(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return results
+
+
+def _machine(device) -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__, "vidiff": vidiff.__version__,
+            "cpu_threads": torch.get_num_threads(), "platform": platform.platform()}
+    import diffusers
+
+    info["diffusers"] = diffusers.__version__
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def to_markdown(results: dict) -> str:
+    s = results["settings"]
+    lines = [f"size={s['size']} device={s['device']} dtype={s['dtype']} frames={s['frames']} "
+             f"{s['height']}x{s['width']} steps={s['steps']} guidance=7.5 ddim; medians of {s['repeats']} "
+             f"({json.dumps(results['machine'])})", "",
+             "| implementation | step (s) | step / AnimateDiff | end-to-end (s) | e2e / AnimateDiff | "
+             "step peak MB | e2e peak MB | step GFLOP | TFLOP/s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results["rows"]:
+        lines.append(
+            f"| {r['implementation']} | {r['step_s']:.4f} | {r.get('step_ratio', float('nan')):.2f} | "
+            f"{r.get('end_to_end_s', float('nan')):.3f} | {r.get('end_to_end_ratio', float('nan')):.2f} | "
+            f"{r['step_peak_mb']:.0f} | {r.get('end_to_end_peak_mb', float('nan')):.0f} | {r['step_gflops']:.2f} | "
+            f"{r['step_tflops_per_s']:.3f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
