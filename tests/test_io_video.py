@@ -12,7 +12,7 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from vidiff.io.video import VideoReadError, probe_video, read_video, write_video
+from vidiff.io.video import VideoReadError, probe_video, read_frames, read_video, write_video
 
 RED, BLUE = (220, 40, 40), (50, 90, 230)
 HAS_DECORD = importlib.util.find_spec("decord") is not None
@@ -60,7 +60,8 @@ def test_mp4_is_browser_playable_h264_at_true_size(mp4):
         assert (stream.width, stream.height) == (88, 40)  # imageio-ffmpeg would have resized to 96x48
     data = mp4.read_bytes()
     assert data.index(b"moov") < data.index(b"mdat")  # +faststart: playable while downloading
-    assert probe_video(mp4) == {"frames": 12, "fps": 10.0, "height": 40, "width": 88}
+    assert probe_video(mp4) == {"frames": 12, "fps": 10.0, "height": 40, "width": 88,
+                                "backend": "decord" if HAS_DECORD else "pyav"}
 
 
 def test_width_that_decord_mishandles_still_reads(tmp_path):
@@ -260,7 +261,7 @@ def test_mp4_cut_after_some_whole_frames_is_reported_as_truncated(tmp_path):
     noise = (np.random.default_rng(0).integers(0, 4, (12, 40, 88, 3)) * 64).astype(np.uint8)
     data = write_video(noise, tmp_path / "noise.mp4").read_bytes()
     (tmp_path / "cut.mp4").write_bytes(data[: len(data) * 3 // 4])
-    with pytest.raises(VideoReadError, match=r"truncated: decoded \d+ of the 12 frames"):
+    with pytest.raises(VideoReadError, match=r"truncated: the header lists 12 frames, the file holds \d+"):
         read_video(tmp_path / "cut.mp4", backend="pyav")
     with pytest.raises(VideoReadError):
         read_video(tmp_path / "cut.mp4")
@@ -311,6 +312,85 @@ def test_bad_read_arguments(mp4, tmp_path):
     with pytest.raises(ValueError, match="decord cannot read GIFs"):
         read_video(write_video(moving_square(frames=2), tmp_path / "c.gif"), backend="decord")
     assert not os.path.exists(tmp_path / "c.gif.json")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Random access: read_frames and probe_video
+# ---------------------------------------------------------------------------------------------------------------
+
+def numbered(path, frames=24, params=()):
+    """H.264 where frame i is grey 8 + 10 i (`frame_numbers` reads i back) with a white square at x = 2 i: motion,
+    so that the encoder makes B-frames."""
+    video = np.empty((frames, 32, 64, 3), np.uint8)
+    for i in range(frames):
+        video[i] = 8 + 10 * i
+        video[i, 12:20, 2 * i : 2 * i + 8] = 255
+    writer = imageio_ffmpeg.write_frames(str(path), (64, 32), fps=24, macro_block_size=1, pix_fmt_out="yuv420p",
+                                         ffmpeg_log_level="error", output_params=list(params))
+    writer.send(None)
+    for frame in video:
+        writer.send(frame.tobytes())
+    writer.close()
+    return path
+
+
+def frame_numbers(frames):
+    return [round((float(np.median(frame)) - 8) / 10) for frame in frames]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_read_frames_gives_the_asked_frames_in_order(mp4, backend):
+    everything, _ = read_video(mp4, backend=backend)
+    frames = read_frames(mp4, [7, 2, 2, 11], backend=backend)
+    assert frames.shape == (4, 40, 88, 3) and frames.dtype == np.uint8
+    assert np.abs(frames.astype(int) - everything[[7, 2, 2, 11]]).max() <= 1
+
+
+@pytest.mark.parametrize("name, params", [
+    ("bframes.avi", ["-g", "5", "-bf", "2"]),  # AVI stores decode times: decord seeks to the wrong frames
+    ("open_gop.mp4", ["-x264-params", "open-gop=1:keyint=5", "-bf", "2"]),  # B-frames shown before their keyframe
+    ("closed_gop.mkv", ["-g", "5", "-bf", "2"]),
+])
+def test_read_frames_is_right_where_decord_seeks_wrong(tmp_path, name, params):
+    path = numbered(tmp_path / name, params=params)
+    assert frame_numbers(read_frames(path, [7, 9, 16, 18, 23, 0])) == [7, 9, 16, 18, 23, 0]
+    assert frame_numbers(read_video(path)[0]) == list(range(24))
+    expected = "decord" if HAS_DECORD and name == "closed_gop.mkv" else "pyav"
+    assert probe_video(path)["backend"] == probe_video(path, check=True)["backend"] == expected
+    if name.endswith(".avi"):
+        with pytest.raises(ValueError, match="decord returns wrong frames .* AVI"):
+            read_frames(path, [0], backend="decord")
+
+
+@pytest.mark.skipif(not HAS_DECORD, reason="no decord")
+def test_probe_check_picks_pyav_where_decord_fails(tmp_path):
+    path = write_video(moving_square(width=72), tmp_path / "w72.mp4", fps=10)
+    assert probe_video(path)["backend"] == "decord"  # the header cannot tell
+    assert probe_video(path, check=True)["backend"] == "pyav"
+    with pytest.raises(VideoReadError, match="w72.mp4: decord could not decode it"):
+        read_frames(path, [0, 11], backend="decord")  # a VideoReadError, never decord's own exception
+    assert read_frames(path, [0, 11]).shape == (2, 40, 72, 3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_read_frames_failures_are_video_read_errors(tmp_path, mp4, backend):
+    with pytest.raises(VideoReadError, match="holds 12 frames, so there is no frame 12"):
+        read_frames(mp4, [3, 12], backend=backend)
+    (tmp_path / "text.mp4").write_bytes(b"just some words, not a video\n")
+    with pytest.raises(VideoReadError, match="text.mp4: .*(not a readable video|decord)"):
+        read_frames(tmp_path / "text.mp4", [0], backend=backend)
+    with pytest.raises(VideoReadError, match="no such file"):
+        read_frames(tmp_path / "missing.mp4", [0], backend=backend)
+    for indices in ([], [-1], "ab", 3):
+        with pytest.raises(ValueError, match="indices"):
+            read_frames(mp4, indices, backend=backend)
+
+
+def test_read_frames_and_probe_of_a_png_folder(tmp_path):
+    video = np.random.default_rng(0).integers(0, 256, (5, 9, 7, 3), dtype=np.uint8)
+    out = write_video(video, tmp_path / "frames", fps=12)
+    assert np.array_equal(read_frames(out, [4, 0]), video[[4, 0]])
+    assert probe_video(out, check=True) == {"frames": 5, "fps": 12, "height": 9, "width": 7, "backend": "imageio"}
 
 
 def test_written_files_get_umask_permissions_not_0600(tmp_path):

@@ -14,9 +14,8 @@ returns clips as `{"video": float32 (c, f, h, w) in [-1, 1], "caption": str, "pa
 - Captions: a sidecar `NAME.txt` beside `NAME.mp4`, else the `text` of the clip's row in `root/metadata.jsonl`
   or `root/metadata.csv` (the Hugging Face folder-dataset layout: `file_name` relative to `root`; the jsonl row
   wins where both list a file), else "".
-- Decoding: decord (random access through its frame index) where it imports; PyAV for GIFs and AVIs (decord 0.6
-  cannot read GIFs, and returns wrong frames when it seeks in an AVI with B-frames), where decord is missing, and
-  for files decord fails on (decord 0.6 cannot copy out frames of some widths, such as 24 or 48).
+- Decoding: `vidiff.io.video`. The check is `probe_video(path, check=True)`, which also picks the decoder that
+  returns the right frames for the file (decord or PyAV); clips are read with `read_frames` and that decoder.
 
 A file that passed the check but fails to decode later is skipped then (logged once), and the clip of the next
 usable video is returned in its place. In a `DataLoader` with workers each worker holds its own copy of the
@@ -26,176 +25,24 @@ dataset, so such a file is logged once per worker.
 from __future__ import annotations
 
 import csv
-import importlib
 import json
 import logging
 import operator
-import os
 import posixpath
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from vidiff.io.video import VIDEO_EXTENSIONS, VideoReadError, probe_video, read_frames
+
 logger = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".gif")
 SHORT_VIDEO_POLICIES = ("stride", "skip")
 METADATA_FILES = ("metadata.csv", "metadata.jsonl")  # read in this order, so jsonl rows win
-# decord cannot read GIFs, and in AVIs with B-frames (H.264) its random access returns the wrong frames
-PYAV_ONLY = (".gif", ".avi")
-
-
-class _DecodeError(Exception):
-    """A file that cannot be decoded; the message is the short reason that goes into `skipped`."""
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Decoding: (frame count, fps) and frames by index, with decord or PyAV
-# ----------------------------------------------------------------------------------------------------------------
-
-def _probe(path: Path) -> tuple[int, float, str]:
-    """`(frames, fps, backend)` for a file whose first and last frames decode; `_DecodeError` otherwise."""
-    if path.stat().st_size == 0:
-        raise _DecodeError("empty file (0 bytes)")
-    decord = None if path.suffix.lower() in PYAV_ONLY else _import_decord()
-    if decord is not None:
-        try:
-            return (*_probe_decord(decord, path), "decord")
-        except _DecodeError as err:
-            logger.debug("decord cannot read %s (%s); trying PyAV", path, err)
-    return (*_probe_pyav(path), "pyav")
-
-
-def _read_frames(path: Path, indices: list[int], backend: str) -> np.ndarray:
-    """The frames at `indices` as uint8 `(len(indices), h, w, 3)`; `_DecodeError` if any is missing."""
-    decord = _import_decord() if backend == "decord" else None
-    frames = _read_decord(decord, path, indices) if decord is not None else _read_pyav(path, indices)
-    if frames.ndim != 4 or frames.shape[0] != len(indices) or frames.shape[-1] != 3:
-        raise _DecodeError(f"decoded frames of shape {frames.shape}, expected ({len(indices)}, h, w, 3)")
-    return frames
-
-
-def _import_decord():
-    """The decord module, or None where it is not installed (it ships x86-64 wheels only)."""
-    try:
-        return importlib.import_module("decord")
-    except ImportError:
-        return None
-
-
-def _probe_decord(decord, path: Path) -> tuple[int, float]:
-    def first_and_last(reader) -> tuple[int, float]:
-        if len(reader) == 0:
-            raise _DecodeError("no video frames")
-        _as_numpy(reader.get_batch(sorted({0, len(reader) - 1})))
-        return len(reader), float(reader.get_avg_fps())
-
-    return _decord_call(decord, path, first_and_last)
-
-
-def _read_decord(decord, path: Path, indices: list[int]) -> np.ndarray:
-    return _decord_call(decord, path, lambda reader: _as_numpy(reader.get_batch(indices)))
-
-
-def _as_numpy(batch) -> np.ndarray:
-    return batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)  # a torch bridge gives tensors
-
-
-def _decord_call(decord, path: Path, fn):
-    """`fn(reader)` on a fresh `decord.VideoReader`; decord's errors become `_DecodeError`s."""
-    try:
-        return fn(decord.VideoReader(str(path), ctx=decord.cpu(0)))
-    except (decord.DECORDError, RuntimeError) as err:
-        lines = str(err).strip().splitlines()
-        raise _DecodeError(f"decord: {lines[0] if lines else type(err).__name__}") from err
-
-
-@contextmanager
-def _open_pyav(path: Path):
-    """`(container, video stream)`; PyAV and OS errors inside the block become `_DecodeError`s."""
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise _DecodeError("no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            yield container, stream
-    except (av.FFmpegError, OSError) as err:
-        raise _DecodeError(getattr(err, "strerror", None) or str(err)) from err
-
-
-def _packets(container, stream):
-    """The stream's non-empty packets, in decode order."""
-    return (packet for packet in container.demux(stream) if packet.size)
-
-
-def _probe_pyav(path: Path) -> tuple[int, float]:
-    with _open_pyav(path) as (container, stream):
-        count = sum(1 for _ in _packets(container, stream))
-        listed, rate = stream.frames, stream.guessed_rate or stream.average_rate
-    if count == 0:
-        raise _DecodeError("no video frames")
-    if listed and count < listed:
-        raise _DecodeError(f"truncated: the header lists {listed} frames, the file holds {count}")
-    if path.suffix.lower() == ".gif" and not _gif_complete(path):
-        raise _DecodeError("truncated GIF (no trailer byte)")
-    _read_pyav(path, [0])
-    _read_pyav(path, [count - 1])  # seeks, so decodes the last GOP only
-    return count, float(rate) if rate else float("nan")
-
-
-def _read_pyav(path: Path, indices: list[int]) -> np.ndarray:
-    """The frames at `indices`, decoded from the keyframe at or before the first of them."""
-    last, wanted, decoded = max(indices), set(indices), {}
-    with _open_pyav(path) as (container, stream):
-        for index, frame in _numbered_frames(container, stream, min(indices), by_pts=path.suffix.lower() != ".avi"):
-            if index in wanted:
-                decoded[index] = frame.to_ndarray(format="rgb24")
-            if index is not None and index >= last:
-                break
-    missing = sorted(wanted - set(decoded))
-    if missing:
-        raise _DecodeError(f"frame {missing[0]} did not decode")
-    if len({frame.shape for frame in decoded.values()}) > 1:
-        raise _DecodeError("the frame size changes within the video")
-    return np.stack([decoded[index] for index in indices])
-
-
-def _numbered_frames(container, stream, first: int, by_pts: bool):
-    """`(frame index or None, frame)` in presentation order, from at or before frame `first`.
-
-    The index is the frame's timestamp's rank among the packets' timestamps; decoding starts at the last keyframe
-    shown no later than frame `first` (seeking to its decode time, in case the container seeks by those). Without
-    `by_pts` (AVI: it stores decode times, which are wrong where there are B-frames) frames are counted from the
-    first one instead: always right, but slow deep into long files.
-    """
-    if not by_pts:
-        yield from enumerate(container.decode(stream))
-        return
-    pts, keyframes = [], []  # keyframes: (pts, the earlier of pts and dts)
-    for packet in _packets(container, stream):
-        if packet.pts is not None:
-            pts.append(packet.pts)
-            if packet.is_keyframe:
-                keyframes.append((packet.pts, min(packet.pts, packet.pts if packet.dts is None else packet.dts)))
-    pts.sort()
-    rank = {timestamp: index for index, timestamp in enumerate(pts)}
-    container.seek(max((ts for key, ts in keyframes if key <= pts[first]), default=pts[0]), stream=stream)
-    for frame in container.decode(stream):
-        yield rank.get(frame.pts), frame
-
-
-def _gif_complete(path: Path) -> bool:
-    """A GIF ends with the trailer byte 0x3B; PyAV decodes a cut-off GIF without complaint."""
-    with open(path, "rb") as file:
-        file.seek(-1, os.SEEK_END)
-        return file.read(1) == b"\x3b"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -338,12 +185,13 @@ class VideoFolderDataset(torch.utils.data.Dataset):
     def _scan(self, path: Path, caption: str) -> _Video | None:
         """The file as a `_Video` with its stride, or None (and a `skipped` entry) if it cannot give a clip."""
         try:
-            frames, fps, backend = _probe(path)
-        except _DecodeError as err:
-            return self._skip(path, str(err))
+            info = probe_video(path, check=True)  # opens it, counts its frames, decodes the first and the last
+        except VideoReadError as err:
+            return self._skip(path, err.reason)
+        frames, fps, backend = info["frames"], info["fps"], info["backend"]
         stride = self.frame_stride
         if self.target_fps is not None:
-            if not fps > 0:
+            if fps is None:
                 return self._skip(path, "no frame rate stored, so target_fps cannot apply")
             stride = max(1, round(fps / self.target_fps))
         span = (self.num_frames - 1) * stride + 1
@@ -380,15 +228,15 @@ class VideoFolderDataset(torch.utils.data.Dataset):
             rng = np.random.default_rng((self.seed, index) if item_seed is None else item_seed)
             try:
                 return self._clip(video, rng)
-            except _DecodeError as err:
-                self._skip(video.path, f"failed to decode after the scan: {err}")
+            except VideoReadError as err:
+                self._skip(video.path, f"failed to decode after the scan: {err.reason}")
                 del self.videos[position]  # the next usable video now sits at `position`
         raise self._none_left()
 
     def _clip(self, video: _Video, rng: np.random.Generator) -> dict:
         span = (self.num_frames - 1) * video.stride + 1
         start = int(rng.integers(0, video.frames - span + 1)) if self.train else (video.frames - span) // 2
-        frames = _read_frames(video.path, list(range(start, start + span, video.stride)), video.backend)
+        frames = read_frames(video.path, list(range(start, start + span, video.stride)), video.backend)
         clip = _resize_crop(frames, self.resolution, rng if self.train and self.random_crop else None)
         return {"video": clip, "caption": video.caption, "path": str(video.path)}
 

@@ -4,9 +4,10 @@
 (palette built from the clip itself, loops forever) or, for a path without a suffix or ending in `/`, a folder of
 `frame_0000.png ...` plus `metadata.json`. Everything is built beside its destination and renamed into place.
 
-`read_video` decodes GIFs with PyAV; other containers with decord when it is installed (falling back to PyAV where
-decord fails, e.g. decord 0.6 cannot copy out widths such as 24 or 72) and with PyAV otherwise. Every way a file can
-fail to decode ends in a `VideoReadError` that names the path.
+`read_video` decodes a whole file or folder, `read_frames` the frames at chosen indices, and `probe_video` reads the
+header and counts the packets. They share one decoding layer: decord where it is installed and returns the right
+frames, PyAV otherwise (GIF, AVI, open-GOP video) and where decord fails; "Which decoder" below holds every rule.
+Every way a file can fail to decode ends in a `VideoReadError` that names the path and the reason.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import importlib
 import json
 import logging
 import math
+import operator
 import os
 from collections.abc import Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import av
@@ -175,59 +178,135 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None,
                backend: str = "auto") -> tuple[np.ndarray, float]:
     """Decode a video file or a folder of PNG/JPG frames into `(frames uint8 (f, h, w, 3), fps)`.
 
-    `max_frames` stops after that many frames (damage past them can then go unnoticed). `backend` is "auto"
-    (decord when installed, PyAV where decord is missing or fails, PyAV always for GIF), "decord" or "pyav".
-    A folder's fps comes from its `metadata.json`, else 8. Raises `VideoReadError` for a missing, empty,
-    non-video, truncated or frameless input.
+    `max_frames` keeps the first that many frames. `backend` is "auto" (see `read_frames`), "decord" or "pyav".
+    A file's fps comes from its header, else 8 (with a warning); a folder's from its `metadata.json`, else 8.
+    Raises `VideoReadError` for a missing, empty, non-video, truncated or frameless input.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    _check_backend(backend)
     if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
         raise ValueError(f"max_frames must be a positive int or None, got {max_frames!r}")
     path = Path(path)
     _check_exists(path)
     if path.is_dir():
-        return _read_folder(path, max_frames)
-    is_gif = path.suffix.lower() == ".gif"
-    if backend == "decord" and is_gif:
-        raise ValueError(f"decord cannot read GIFs ({path}); use backend='pyav' or 'auto'")
-    decord = None if backend == "pyav" or is_gif else _import_decord()
-    if backend == "decord" and decord is None:
-        raise ValueError("backend='decord' needs the decord package; install it or use backend='pyav'")
-    if decord is None:
-        return _read_pyav(path, max_frames)
-    try:
-        return _read_decord(decord, path, max_frames)
-    except VideoReadError as err:
-        if backend == "decord":
-            raise
-        logger.debug("decord failed on %s (%s); decoding with PyAV", path, err.reason)
-        return _read_pyav(path, max_frames)
+        files = _frame_files(path)
+        return _read_folder(path, files, list(range(len(files)))[:max_frames]), _folder_fps(path)
+    info, open_gop = _scan(path)
+    decord = _pick_decord(path, backend, open_gop)
+    frames, _ = _decode(path, list(range(info["frames"]))[:max_frames], decord, fallback=backend == "auto")
+    if info["fps"] is None:
+        logger.warning("%s stores no frame rate; assuming %s fps", path, DEFAULT_FPS)
+    return frames, info["fps"] or DEFAULT_FPS
 
 
-def probe_video(path: str | os.PathLike) -> dict:
-    """`{"frames", "fps", "height", "width"}` from the header, without decoding (frames are counted by demuxing
-    where the container does not store the count)."""
+def read_frames(path: str | os.PathLike, indices: list[int], backend: str = "auto") -> np.ndarray:
+    """The frames at `indices` (in that order, repeats allowed) of a video file or frame folder, as uint8
+    `(len(indices), h, w, 3)`.
+
+    `backend`: "auto" picks decord where it is installed and returns the right frames, PyAV otherwise (GIF, AVI,
+    open-GOP video), and PyAV again where decord fails; it reads every packet once to spot open GOPs, so a caller
+    reading one file many times passes `probe_video(path)["backend"]` instead. "decord" or "pyav" use that decoder
+    only ("decord" is refused for GIF and AVI). Raises `VideoReadError` (path and reason) if any frame is missing
+    or does not decode.
+    """
+    _check_backend(backend)
+    indices = _check_indices(indices)
+    path = Path(path)
+    _check_exists(path)
+    if path.is_dir():
+        return _read_folder(path, _frame_files(path), indices)
+    frames, _ = _decode(path, indices, _pick_decord(path, backend), fallback=backend == "auto")
+    return frames
+
+
+def probe_video(path: str | os.PathLike, check: bool = False) -> dict:
+    """`{"frames", "fps", "height", "width", "backend"}` of a video file or frame folder, from the header and one
+    pass over the packets, without decoding.
+
+    `frames` counts the packets (a file holding fewer than its header lists is truncated: `VideoReadError`);
+    `fps` is None where a file stores no frame rate; `backend` is the decoder `read_frames(path, ..., "auto")`
+    tries first ("decord", "pyav", or "imageio" for a folder). With `check=True` the first and last frames are
+    decoded as well, so that a file that passes reads to its end, and `backend` names the decoder that managed.
+    """
     path = Path(path)
     _check_exists(path)
     if path.is_dir():
         files = _frame_files(path)
         height, width = _read_image(files[0]).shape[:2]
-        return {"frames": len(files), "fps": _folder_fps(path), "height": height, "width": width}
+        if check:
+            _read_folder(path, files, [0, len(files) - 1])
+        return {"frames": len(files), "fps": _folder_fps(path), "height": height, "width": width,
+                "backend": "imageio"}
+    info, open_gop = _scan(path)
+    decord = _pick_decord(path, "auto", open_gop)
+    info["backend"] = "pyav" if decord is None else "decord"
+    if check:
+        _, info["backend"] = _decode(path, sorted({0, info["frames"] - 1}), decord, fallback=True)
+    return info
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def _check_indices(indices) -> list[int]:
     try:
-        with av.open(str(path)) as container:
-            stream = _video_stream(container, path)
-            frames = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
-            return {"frames": frames, "fps": _stream_fps(stream), "height": stream.height, "width": stream.width}
-    except av.FFmpegError as err:
-        raise VideoReadError(path, f"not a readable video ({err})") from err
+        checked = [operator.index(index) for index in indices]
+    except TypeError:
+        checked = []
+    if not checked or min(checked) < 0:
+        raise ValueError(f"indices must be a non-empty list of frame numbers >= 0, got {indices!r}")
+    return checked
 
 
 def _check_exists(path: Path) -> None:
     if not path.exists():
         raise VideoReadError(path, "no such file or folder")
     if path.is_file() and path.stat().st_size == 0:
-        raise VideoReadError(path, "the file is empty (0 bytes)")
+        raise VideoReadError(path, "empty file (0 bytes)")
+
+
+def _check_range(path: Path, index: int, count: int) -> None:
+    if index >= count:
+        raise VideoReadError(path, f"it holds {count} frames, so there is no frame {index}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Which decoder: the one place that knows where decord and PyAV go wrong
+# ----------------------------------------------------------------------------------------------------------------
+
+# decord seeks through its own frame index; PyAV (here) seeks to a keyframe and numbers frames by timestamp. decord
+# goes wrong in three ways:
+# - silently, by container: it cannot read GIFs, and in an AVI with B-frames its random access returns the wrong
+#   frames (AVI stores decode times only). `_DECORD_REFUSED`: "auto" decodes these with PyAV, "decord" is refused.
+# - silently, by file: in open-GOP video (frames shown before the keyframe they follow in the file) its random
+#   access returns wrong frames too. Only a pass over the packets tells (`_scan`); "auto" then decodes with PyAV.
+# - loudly: decord 0.6 cannot copy out frames of some widths (24, 48, 72, ...) and cannot open some files that
+#   PyAV can. "auto" falls back to PyAV.
+# PyAV goes wrong where timestamps are decode times (`_DECODE_TIMES_ONLY`): there it counts frames from the first.
+_DECORD_REFUSED = {
+    ".gif": "decord cannot read GIFs",
+    ".avi": "decord returns wrong frames when it seeks in an AVI with B-frames",
+}
+_DECODE_TIMES_ONLY = (".avi",)
+
+
+def _pick_decord(path: Path, backend: str, open_gop: bool | None = None):
+    """The decord module if it should decode `path`, else None (decode with PyAV). `open_gop`: whether the file
+    is open-GOP video, where the caller has read its packets already (`_scan`); "auto" reads them otherwise."""
+    if backend == "pyav":
+        return None
+    refusal = _DECORD_REFUSED.get(path.suffix.lower())
+    if refusal is not None:
+        if backend == "decord":
+            raise ValueError(f"{refusal} ({path}); use backend='pyav' or 'auto'")
+        return None
+    decord = _import_decord()
+    if decord is None and backend == "decord":
+        raise ValueError("backend='decord' needs the decord package; install it or use backend='pyav'")
+    if decord is not None and backend == "auto" and (_scan(path)[1] if open_gop is None else open_gop):
+        return None
+    return decord
 
 
 def _import_decord():
@@ -238,20 +317,34 @@ def _import_decord():
         return None
 
 
-def _read_decord(decord, path: Path, max_frames: int | None) -> tuple[np.ndarray, float]:
+def _decode(path: Path, indices: list[int], decord, fallback: bool) -> tuple[np.ndarray, str]:
+    """`(frames at indices, the backend that decoded them)`: with decord if given (then with PyAV where decord
+    fails and `fallback` is set), else with PyAV."""
+    if decord is not None:
+        try:
+            return _read_decord(decord, path, indices), "decord"
+        except VideoReadError as err:
+            if not fallback:
+                raise
+            logger.debug("decord failed on %s (%s); decoding with PyAV", path, err.reason)
+    return _read_pyav(path, indices), "pyav"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# decord
+# ----------------------------------------------------------------------------------------------------------------
+
+def _read_decord(decord, path: Path, indices: list[int]) -> np.ndarray:
     try:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
-        count = len(reader) if max_frames is None else min(len(reader), max_frames)
-        if count == 0:
-            raise VideoReadError(path, "it holds no frames")
-        batch = reader.get_batch(list(range(count)))
-        fps = float(reader.get_avg_fps())
+        _check_range(path, max(indices), len(reader))
+        batch = reader.get_batch(indices)
     except (decord.DECORDError, RuntimeError) as err:
         raise VideoReadError(path, f"decord could not decode it ({_first_line(err)})") from err
     frames = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)  # a torch bridge returns tensors
-    if frames.ndim != 4 or frames.shape[0] != count or frames.shape[-1] != 3:
+    if frames.ndim != 4 or frames.shape[0] != len(indices) or frames.shape[-1] != 3:
         raise VideoReadError(path, f"decord returned frames of shape {frames.shape}")
-    return frames, fps
+    return frames
 
 
 def _first_line(err: Exception) -> str:
@@ -259,40 +352,56 @@ def _first_line(err: Exception) -> str:
     return lines[0] if lines else type(err).__name__
 
 
-def _read_pyav(path: Path, max_frames: int | None) -> tuple[np.ndarray, float]:
+# ----------------------------------------------------------------------------------------------------------------
+# PyAV
+# ----------------------------------------------------------------------------------------------------------------
+
+@contextmanager
+def _open(path: Path):
+    """`(container, video stream)`; PyAV and OS errors inside the block become `VideoReadError`s."""
     try:
         with av.open(str(path)) as container:
-            stream = _video_stream(container, path)
+            if not container.streams.video:
+                raise VideoReadError(path, "it has no video stream")
+            stream = container.streams.video[0]
+            if stream.codec_context is None:
+                raise VideoReadError(path, "no decoder for its video codec")
             stream.thread_type = "AUTO"
-            frames = []
-            for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
-                if len(frames) == max_frames:
-                    break
-            fps, expected = _stream_fps(stream), stream.frames
-    except av.FFmpegError as err:
-        raise VideoReadError(path, f"not a readable video ({err})") from err
-    if not frames:
+            yield container, stream
+    except (av.FFmpegError, OSError) as err:
+        raise VideoReadError(path, f"not a readable video ({getattr(err, 'strerror', None) or err})") from err
+
+
+def _packets(container, stream):
+    """The stream's non-empty packets, in decode order."""
+    return (packet for packet in container.demux(stream) if packet.size)
+
+
+def _scan(path: Path) -> tuple[dict, bool]:
+    """`({"frames", "fps", "height", "width"}, open_gop)` from the header and one pass over the packets (no
+    decoding); `VideoReadError` for a file without frames, or with fewer than its header lists."""
+    count, open_gop, keyframe_pts = 0, False, None
+    with _open(path) as (container, stream):
+        for packet in _packets(container, stream):
+            count += 1
+            if packet.is_keyframe:
+                keyframe_pts = packet.pts
+            elif None not in (packet.pts, keyframe_pts) and packet.pts < keyframe_pts:
+                open_gop = True  # shown before the keyframe it follows in the file
+        info = {"frames": count, "fps": _stream_fps(stream), "height": stream.height, "width": stream.width}
+        listed = stream.frames
+    if count == 0:
         raise VideoReadError(path, "it holds no frames")
-    if expected and len(frames) < min(expected, max_frames or expected):
-        raise VideoReadError(path, f"truncated: decoded {len(frames)} of the {expected} frames its header lists")
+    if listed and count < listed:
+        raise VideoReadError(path, f"truncated: the header lists {listed} frames, the file holds {count}")
     if path.suffix.lower() == ".gif" and not _gif_complete(path):
         raise VideoReadError(path, "truncated GIF (no trailer byte)")
-    return np.stack(frames), fps
+    return info, open_gop
 
 
-def _video_stream(container, path: Path):
-    if not container.streams.video:
-        raise VideoReadError(path, "it has no video stream")
-    return container.streams.video[0]
-
-
-def _stream_fps(stream) -> float:
+def _stream_fps(stream) -> float | None:
     rate = stream.guessed_rate or stream.average_rate or stream.base_rate
-    if not rate:
-        logger.warning("%s stores no frame rate; assuming %s fps", stream.container.name, DEFAULT_FPS)
-        return DEFAULT_FPS
-    return float(rate)
+    return float(rate) if rate else None
 
 
 def _gif_complete(path: Path) -> bool:
@@ -302,6 +411,50 @@ def _gif_complete(path: Path) -> bool:
         return file.read(1) == b"\x3b"
 
 
+def _read_pyav(path: Path, indices: list[int]) -> np.ndarray:
+    """The frames at `indices`, decoded from the keyframe at or before the first of them."""
+    last, wanted, decoded = max(indices), set(indices), {}
+    with _open(path) as (container, stream):
+        for index, frame in _numbered_frames(path, container, stream, min(indices), last):
+            if index in wanted:
+                decoded[index] = frame.to_ndarray(format="rgb24")
+            if index is not None and index >= last:
+                break
+    missing = sorted(wanted - set(decoded))
+    if missing:
+        raise VideoReadError(path, f"frame {missing[0]} did not decode")
+    if len({frame.shape for frame in decoded.values()}) > 1:
+        raise VideoReadError(path, "the frame size changes within the video")
+    return np.stack([decoded[index] for index in indices])
+
+
+def _numbered_frames(path: Path, container, stream, first: int, last: int):
+    """`(frame index or None, frame)` in presentation order, from at or before frame `first`.
+
+    The index is the frame's timestamp's rank among the packets' timestamps; decoding starts at the last keyframe
+    shown no later than frame `first` (seeking to its decode time, in case the container seeks by those). Where
+    the timestamps are decode times (`_DECODE_TIMES_ONLY`) frames are counted from the first one instead: always
+    right, but slow deep into long files.
+    """
+    packets = [(packet.pts, packet.dts, packet.is_keyframe) for packet in _packets(container, stream)]
+    if path.suffix.lower() in _DECODE_TIMES_ONLY:
+        _check_range(path, last, len(packets))
+        container.seek(min(t for t in packets[0][:2] if t is not None), stream=stream)
+        yield from enumerate(container.decode(stream))
+        return
+    pts = sorted(p for p, _, _ in packets if p is not None)
+    _check_range(path, last, len(pts))
+    rank = {timestamp: index for index, timestamp in enumerate(pts)}
+    starts = [min(p, p if d is None else d) for p, d, key in packets if key and p is not None and p <= pts[first]]
+    container.seek(max(starts, default=pts[0]), stream=stream)
+    for frame in container.decode(stream):
+        yield rank.get(frame.pts), frame
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Frame folders
+# ----------------------------------------------------------------------------------------------------------------
+
 def _frame_files(folder: Path) -> list[Path]:
     """The folder's PNG/JPG frames in numeric order (`frame_9999` before `frame_10000`)."""
     files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
@@ -310,12 +463,13 @@ def _frame_files(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: (len(p.stem), p.stem))
 
 
-def _read_folder(folder: Path, max_frames: int | None) -> tuple[np.ndarray, float]:
-    frames = [_read_image(p) for p in _frame_files(folder)[:max_frames]]
+def _read_folder(folder: Path, files: list[Path], indices: list[int]) -> np.ndarray:
+    _check_range(folder, max(indices), len(files))
+    frames = [_read_image(files[index]) for index in indices]
     sizes = sorted({frame.shape for frame in frames})
     if len(sizes) > 1:
         raise VideoReadError(folder, f"the frames differ in size: {sizes}")
-    return np.stack(frames), _folder_fps(folder)
+    return np.stack(frames)
 
 
 def _read_image(path: Path) -> np.ndarray:
