@@ -27,7 +27,7 @@ def test_generate_writes_a_clip_and_a_reproducible_sidecar(tiny_video_folder, tm
     for key, value in dict(prompt="a red circle moving right", negative_prompt="blur", seed=5, steps=2,
                            guidance=7.5, scheduler="ddim", model=str(tiny_video_folder), num_frames=3, fps=6).items():
         assert sidecar[key] == value, key
-    assert "vidiff_version" in sidecar and sidecar["timings"]["sample_s"] > 0
+    assert "vidiff_version" in sidecar and sidecar["timings"]["sample_s"] > 0 and sidecar["timings"]["load_s"] > 0
 
 
 def test_same_seed_gives_the_same_frames(tiny_video_folder, tmp_path):

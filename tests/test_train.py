@@ -195,3 +195,43 @@ def test_two_process_training_completes_and_only_the_main_process_checkpoints(ti
     assert [p.name for p in checkpoints] == ["step-00000002", "step-00000004"]
     assert all(json.loads((p / "state.json").read_text())["written_by_rank"] == 0 for p in checkpoints)
     assert json.loads((out / "train_summary.json").read_text())["steps"] == 4
+
+
+def test_validation_clips_are_written_as_gifs(tiny_video_folder, video_folder, tmp_path):
+    from vidiff.io.video import read_video
+
+    out = tmp_path / "run"
+    train(_config(tiny_video_folder, video_folder, out, max_steps=2, validation_every=2, validation_steps=2,
+                  validation_prompts=["a red circle moving right"], validation_seeds=[0, 1]))
+    gifs = sorted((out / "validation").glob("*.gif"))
+    assert [g.name for g in gifs][:2] == ["step-00000002-00-seed0.gif", "step-00000002-00-seed1.gif"]
+    frames, _ = read_video(gifs[0])
+    assert frames.shape == (4, 32, 32, 3)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_the_objective_follows_the_scheduler_prediction_type(prediction_type, monkeypatch):
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler(prediction_type=prediction_type)
+    latents_dist = {"mean": torch.randn(2, 4, 3, 4, 4), "std": torch.full((2, 4, 3, 4, 4), 0.1)}
+
+    class ZeroUNet(torch.nn.Module):
+        def forward(self, x, t, text):
+            return type("Out", (), {"sample": torch.zeros_like(x)})()
+
+    class FakeVAE:
+        config = type("C", (), {"scaling_factor": 1.0})()
+
+    batch = {**latents_dist, "caption": ["a", "b"]}
+    monkeypatch.setattr(trainer, "_encode", lambda *args: torch.zeros(2, 77, 8))
+    loss = trainer._loss(batch, ZeroUNet(), FakeVAE(), None, None, scheduler, torch.zeros(1, 77, 8),
+                         trainer.step_generator(0), 0.0, torch.device("cpu"))
+    # replay the same draws to build the expected target
+    generator = trainer.step_generator(0)
+    latents = batch["mean"] + batch["std"] * torch.randn(batch["mean"].shape, generator=generator)
+    torch.rand(2, generator=generator)
+    noise = torch.randn(latents.shape, generator=generator)
+    timesteps = torch.randint(0, 1000, (2,), generator=generator)
+    target = scheduler.get_velocity(latents, noise, timesteps) if prediction_type == "v_prediction" else noise
+    torch.testing.assert_close(loss, target.square().mean())

@@ -66,6 +66,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from vidiff.pipelines.text_to_video import TextToVideoPipeline
 
     state = PartialState()
+    load_start = time.perf_counter()
     pipe = TextToVideoPipeline.from_pretrained(model, torch_dtype=dtype)
     pipe.set_scheduler(args.scheduler)
     if args.cpu_offload:
@@ -75,7 +76,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     pipe.unet.set_attention_kernel("auto")
     pipe.set_progress_bar_config(disable=not args.progress or not state.is_local_main_process)
     written = gen.run_jobs(pipe, jobs, fps=args.fps, scheduler=args.scheduler, model=str(model),
-                           process_index=state.process_index, num_processes=state.num_processes)
+                           process_index=state.process_index, num_processes=state.num_processes,
+                           load_s=time.perf_counter() - load_start)
     for path in written:
         print(f"wrote {path}")
     print(f"{len(written)} clip(s) in {time.perf_counter() - start:.1f} s", file=sys.stderr)

@@ -153,7 +153,7 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def run_jobs(pipe, jobs: list[Job], fps: int, scheduler: str, model: str, process_index: int = 0,
-             num_processes: int = 1, writer=None) -> list[Path]:
+             num_processes: int = 1, writer=None, load_s: float | None = None) -> list[Path]:
     """Generate and write this process's share of `jobs` (every `num_processes`-th, from `process_index`)."""
     from vidiff import __version__
 
@@ -172,7 +172,7 @@ def run_jobs(pipe, jobs: list[Job], fps: int, scheduler: str, model: str, proces
             **dataclasses.asdict(job), "scheduler": scheduler, "model": str(model), "vidiff_version": __version__,
             "num_frames": int(frames.shape[0]), "height": int(frames.shape[1]), "width": int(frames.shape[2]),
             "fps": fps, "device": str(pipe.device), "dtype": str(pipe.unet.dtype).removeprefix("torch."),
-            "timings": {"sample_s": round(sample_s, 3)},
+            "timings": {"sample_s": round(sample_s, 3), "load_s": None if load_s is None else round(load_s, 3)},
         }
         written.append(Path(writer(frames, job.output, fps=fps, metadata=metadata)))
     return written
