@@ -147,6 +147,26 @@ def end_to_end_fn(name, pipe, args):
     return lambda: pipe("a red circle moving right", **kwargs).frames
 
 
+def memory_probe(args, device, dtype) -> None:
+    """Child process: build, then sample RSS through one first end-to-end run (no allocator cache yet to reuse)."""
+    parts = build_components(args.size)
+    pipes, _ = build_pipelines(parts, args.heads, max(32, args.frames))
+    pipe = pipes[args.memory_probe.replace("-compiled", "")]
+    pipe.to(device, dtype)
+    pipe.set_progress_bar_config(disable=True)
+    with PeakMemory(device) as peak:
+        end_to_end_fn(args.memory_probe, pipe, args)()
+    print(json.dumps({"peak_growth": peak.peak}))
+
+
+def _probe_in_subprocess(name: str, argv: list[str]) -> int:
+    import subprocess
+
+    result = subprocess.run([sys.executable, __file__, *argv, "--memory-probe", name, "--repeats", "0"],
+                            capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])["peak_growth"]
+
+
 def compiled_pipeline(pipe, args, device, dtype):
     """The vidiff pipeline with its U-Net compiled; refuses to time it unless it matches eager output."""
     import copy
@@ -203,12 +223,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--compile", action="store_true", help="also time vidiff with torch.compile (inductor); "
                         "its output is checked against eager first")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--memory-probe", help=argparse.SUPPRESS)  # internal: one implementation, report peak RSS
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), {"fp32": torch.float32, "fp16": torch.float16,
                                                 "bf16": torch.bfloat16}[args.dtype]
 
+    if args.memory_probe:
+        return memory_probe(args, device, dtype)
     parts = build_components(args.size)
     pipes, unet3d = build_pipelines(parts, args.heads, max(32, args.frames))
     for pipe in pipes.values():
@@ -240,6 +263,9 @@ def main(argv=None) -> dict:
             e2e_times[n] += timed(e2e_fns[n], device, 1, 0)
     e2e_memory = {}
     for n in e2e_names:
+        if device.type == "cpu":  # a fresh process each: peak RSS above the loaded models, not allocator reuse
+            e2e_memory[n] = _probe_in_subprocess(n, argv or sys.argv[1:])
+            continue
         with PeakMemory(device) as peak:
             e2e_fns[n]()
         e2e_memory[n] = peak.peak
@@ -282,12 +308,13 @@ def to_markdown(results: dict) -> str:
              f"{s['height']}x{s['width']} steps={s['steps']} guidance=7.5 ddim; medians of {s['repeats']} "
              f"({json.dumps(results['machine'])})", "",
              "| implementation | step (s) | step / AnimateDiff | end-to-end (s) | e2e / AnimateDiff | "
-             "step peak MB | e2e peak MB | step GFLOP | TFLOP/s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "step peak MB | e2e peak MB | e2e memory / AnimateDiff | step GFLOP | TFLOP/s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results["rows"]:
         lines.append(
             f"| {r['implementation']} | {r['step_s']:.4f} | {r.get('step_ratio', float('nan')):.2f} | "
             f"{r.get('end_to_end_s', float('nan')):.3f} | {r.get('end_to_end_ratio', float('nan')):.2f} | "
-            f"{r['step_peak_mb']:.0f} | {r.get('end_to_end_peak_mb', float('nan')):.0f} | {r['step_gflops']:.2f} | "
+            f"{r['step_peak_mb']:.0f} | {r.get('end_to_end_peak_mb', float('nan')):.0f} | "
+            f"{r.get('end_to_end_peak_ratio', float('nan')):.2f} | {r['step_gflops']:.2f} | "
             f"{r['step_tflops_per_s']:.3f} |")
     return "\n".join(lines)
 

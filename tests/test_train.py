@@ -169,8 +169,20 @@ def test_shipped_config_loads():
     assert config.trainable == "temporal"
 
 
-def test_latent_cache_trains(tiny_video_folder, video_folder, tmp_path):
-    summary = train(_config(tiny_video_folder, video_folder, tmp_path / "run", max_steps=2, cache_latents=True))
+def test_latent_cache_holds_clips_in_c_f_h_w_and_trains(tiny_video_folder, video_folder, tmp_path):
+    from vidiff.data.video_folder import VideoFolderDataset
+    from vidiff.pipelines.text_to_video import TextToVideoPipeline
+
+    vae = TextToVideoPipeline.from_pretrained(tiny_video_folder).vae
+    fixed = VideoFolderDataset(video_folder, num_frames=3, resolution=32, train=False)
+    with torch.no_grad():
+        cache = trainer.LatentCache(fixed, vae, torch.device("cpu"))
+        frames = fixed[1]["video"].permute(1, 0, 2, 3)  # (f, c, h, w)
+        expected = vae.encode(frames).latent_dist.mean.permute(1, 0, 2, 3)
+    assert cache[1]["mean"].shape == (4, 3, 4, 4)  # c f h w, with f != c so a transposed layout cannot pass
+    torch.testing.assert_close(cache[1]["mean"], expected)
+    summary = train(_config(tiny_video_folder, video_folder, tmp_path / "run", max_steps=2, cache_latents=True,
+                            num_frames=3))
     assert summary["latent_cache"] and summary["steps"] == 2
 
 

@@ -68,7 +68,8 @@ class LatentCache(torch.utils.data.Dataset):
             item = dataset[index]
             frames = rearrange(item["video"][None], "b c f h w -> (b f) c h w").to(device, vae.dtype)
             dist = vae.encode(frames).latent_dist
-            self.items.append({"mean": dist.mean.cpu(), "std": dist.std.cpu(), "caption": item["caption"]})
+            mean, std = (rearrange(t, "f c h w -> c f h w").cpu() for t in (dist.mean, dist.std))
+            self.items.append({"mean": mean, "std": std, "caption": item["caption"]})
 
     def __len__(self) -> int:
         return len(self.items)
