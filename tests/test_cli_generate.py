@@ -103,6 +103,7 @@ def test_malformed_model_folder(tiny_sd_folder, tmp_path, capsys):
         (["--steps", "0"], "steps=0"),
         (["--fps", "0"], "--fps 0"),
         (["--dtype", "fp8"], "'fp8'"),
+        (["--threads", "0"], "--threads 0"),
     ],
 )
 def test_bad_settings(tiny_video_folder, tmp_path, capsys, extra, needle):

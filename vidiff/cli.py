@@ -59,6 +59,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     gen.check_model_settings(model, jobs)
     device = gen.pick_device(args.device)
     dtype = gen.pick_dtype(args.dtype, device)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads {args.threads} must be at least 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     # 2. Load, then generate this process's share of the jobs
     from accelerate import PartialState
@@ -218,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), or e.g. cuda:1, cpu")
     p.add_argument("--cpu-offload", action="store_true", help="keep models on the CPU until used (small GPUs)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores). On a CPU that is busy "
+                   "with other work, --threads 1 avoids OpenMP slowdowns")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     p.set_defaults(func=cmd_generate)
 
