@@ -79,7 +79,7 @@ def test_bad_files_are_skipped_counted_and_training_finishes(tiny_video_folder, 
     (data / "notes.mp4").write_text("this is not a video")
     out = tmp_path / "run"
     summary = train(_config(tiny_video_folder, data, out, max_steps=3, checkpoint_every=2))
-    assert summary["steps"] == 3 and summary["videos"] == 2
+    assert summary["steps"] == 3 and summary["videos"] == 2 and summary["short_videos_strided"] == 0
     assert sorted(Path(s["path"]).name for s in summary["skipped_files"]) == ["empty.mp4", "notes.mp4", "truncated.mp4"]
     assert all(s["reason"] for s in summary["skipped_files"])
     written = json.loads((out / "train_summary.json").read_text())

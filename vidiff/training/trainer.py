@@ -227,6 +227,7 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
         "seconds": elapsed,
         "resumed_from": str(checkpoint) if checkpoint else None,
         "videos": data_summary["videos"],
+        "short_videos_strided": data_summary["short_strided"],  # shorter than one clip: read at a smaller stride
         "skipped_files": data_summary["skipped_files"],
         "trainable": config.trainable,
         "trainable_parameters": sum(p.numel() for p in trained.values()),
