@@ -51,12 +51,11 @@ def test_loss_on_a_fixed_batch_goes_clearly_down(tiny_video_folder, video_folder
     batch = {"video": item["video"][None], "caption": [item["caption"]]}
     params = trainer.trainable_parameters(pipe.unet, "all")
     optimizer = torch.optim.Adam(params.values(), lr=2e-3)
-    empty = trainer._encode(pipe.text_encoder, pipe.tokenizer, [""], torch.device("cpu"))
     losses = []
     for _ in range(20):
         generator = trainer.step_generator(0)  # the same noise and timestep every step: a fixed batch
         loss = trainer._loss(batch, pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer,
-                             _ddpm(pipe), empty, generator, 0.0, torch.device("cpu"))
+                             _ddpm(pipe), generator, 0.0, torch.device("cpu"))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -237,8 +236,8 @@ def test_the_objective_follows_the_scheduler_prediction_type(prediction_type, mo
 
     batch = {**latents_dist, "caption": ["a", "b"]}
     monkeypatch.setattr(trainer, "_encode", lambda *args: torch.zeros(2, 77, 8))
-    loss = trainer._loss(batch, ZeroUNet(), FakeVAE(), None, None, scheduler, torch.zeros(1, 77, 8),
-                         trainer.step_generator(0), 0.0, torch.device("cpu"))
+    loss = trainer._loss(batch, ZeroUNet(), FakeVAE(), None, None, scheduler, trainer.step_generator(0), 0.0,
+                         torch.device("cpu"))
     # replay the same draws to build the expected target
     generator = trainer.step_generator(0)
     latents = batch["mean"] + batch["std"] * torch.randn(batch["mean"].shape, generator=generator)

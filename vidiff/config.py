@@ -24,6 +24,9 @@ class TrainConfig:
     data: str = ""  # folder of videos, searched recursively; captions optional
     output: str = "runs/temporal"  # checkpoints, logs, validation clips, final weights
     trainable: str = "temporal"  # temporal: motion only (spatial frozen); all; spatial: the image layers only
+    # also train the text encoder: for an encoder that never had to keep motion words apart (a text-to-image model
+    # trained only on still images, like the tiny default's); CLIP from real Stable Diffusion keeps them apart
+    train_text_encoder: bool = False
 
     # --- clips
     num_frames: int = 16

@@ -87,6 +87,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--checkpoint-every", type=int, default=200, help="steps between resumable checkpoints")
     parser.add_argument("--log-every", type=int, default=50, help="steps between logged loss lines")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads during the run")
+    parser.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda (random draws stay on "
+                        "the CPU, so a run is reproducible per device)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT-checkpoint/ if it exists")
     args = parser.parse_args(argv)
     try:
@@ -143,7 +145,8 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
 @torch.no_grad()
 def encode(vae: AutoencoderKL, frames: np.ndarray, batch: int = 256) -> torch.Tensor:
     """uint8 frames (n, h, w, 3) -> scaled posterior means (n, 4, h/8, w/8), the latents SD trains on."""
-    chunks = [vae.encode(to_tensor(frames[i : i + batch])).latent_dist.mean for i in range(0, len(frames), batch)]
+    chunks = [vae.encode(to_tensor(frames[i : i + batch]).to(vae.device)).latent_dist.mean.cpu()
+              for i in range(0, len(frames), batch)]
     return torch.cat(chunks) * vae.config.scaling_factor
 
 
@@ -194,7 +197,7 @@ def tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
 def snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
     """Per-sample loss weights min(SNR, gamma) / SNR for epsilon prediction (Min-SNR, Hang et al. 2023): the many
     nearly clean timesteps, where the caption barely matters, stop dominating the loss."""
-    alphas_cumprod = scheduler.alphas_cumprod[timesteps]
+    alphas_cumprod = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
     snr = alphas_cumprod / (1 - alphas_cumprod)
     return snr.clamp(max=gamma) / snr
 
@@ -227,7 +230,8 @@ RESUME_KEYS = ("width", "mults", "layers", "text_width", "text_layers", "seed", 
 
 
 def save_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizer, state: dict) -> None:
-    weights = {f"{name}.{k}": v.contiguous() for name, m in modules.items() for k, v in m.state_dict().items()}
+    weights = {f"{name}.{k}": v.detach().cpu().contiguous()
+               for name, m in modules.items() for k, v in m.state_dict().items()}
     with atomic_dir(path, overwrite=True) as tmp:
         save_file(weights, tmp / "weights.safetensors")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
@@ -290,8 +294,8 @@ def judge_images(images: np.ndarray, prompts: list[str]) -> dict:
     }
 
 
-def evaluate(folder: Path) -> dict:
-    pipe = StableDiffusionPipeline.from_pretrained(folder)
+def evaluate(folder: Path, device="cpu") -> dict:
+    pipe = StableDiffusionPipeline.from_pretrained(folder).to(device)
     pipe.set_progress_bar_config(disable=True)
     seen, heldout = eval_captions()
 
@@ -330,20 +334,22 @@ def main(argv=None) -> dict:
 
 def run(args) -> dict:
     # 1. The frozen VAE and the frame pool in its latent space
-    vae = AutoencoderKL.from_pretrained(args.vae).eval().requires_grad_(False)
+    vae = AutoencoderKL.from_pretrained(args.vae).eval().requires_grad_(False).to(args.device)
     latents, pool_captions = load_pool(args.vae, vae, args.out.parent / f"{args.out.name}-pool.safetensors",
                                        args.seed, args.pool_size)
     print(f"pool latents: mean {latents.mean():.3f}, std {latents.std():.3f} (scaled)")
+    latents = latents.to(args.device)
 
     # 2. Models, EMA copies and optimizer, from the checkpoint when resuming
     tokenizer, text_encoder, unet = build_models(args)
+    text_encoder.to(args.device), unet.to(args.device)
     text_encoder.train(), unet.train()
     ema_text_encoder, ema_unet = copy.deepcopy(text_encoder).eval(), copy.deepcopy(unet).eval()
     modules = {"text_encoder": text_encoder, "unet": unet, "ema_text_encoder": ema_text_encoder, "ema_unet": ema_unet}
     params = [*text_encoder.parameters(), *unet.parameters()]
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.999), weight_decay=0.01)
     noise_scheduler = DDPMScheduler.from_config(make_scheduler().config)
-    token_ids = tokenize(tokenizer, CAPTIONS)  # (captions, 77)
+    token_ids = tokenize(tokenizer, CAPTIONS).to(args.device)  # (captions, 77)
     ckpt = checkpoint_path(args.out)
     state = {"step": 0, "train_seconds": 0.0}
     if args.resume and (ckpt / "state.json").is_file():
@@ -367,14 +373,15 @@ def run(args) -> dict:
         rng, generator = stream_rng(args.seed, TRAIN_STREAM, step), torch_generator(args.seed, TRAIN_STREAM, step)
         index = rng.integers(len(latents), size=args.batch_size)
         captions = np.where(rng.random(args.batch_size) < EMPTY_CAPTION_PROB, 0, pool_captions[index])
-        clean = latents[torch.from_numpy(index)]  # (b, 4, 8, 8)
-        noise = torch.randn(clean.shape, generator=generator)
+        clean = latents[torch.from_numpy(index).to(args.device)]  # (b, 4, 8, 8)
+        noise = torch.randn(clean.shape, generator=generator).to(args.device)
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (args.batch_size,),
-                                  generator=generator)
+                                  generator=generator).to(args.device)
         noisy = noise_scheduler.add_noise(clean, noise, timesteps)
 
         unique, inverse = np.unique(captions, return_inverse=True)  # encode each distinct caption once
-        text = text_encoder(token_ids[torch.from_numpy(unique)]).last_hidden_state[torch.from_numpy(inverse)]
+        text = text_encoder(token_ids[torch.from_numpy(unique).to(args.device)]).last_hidden_state[
+            torch.from_numpy(inverse).to(args.device)]
         error = F.mse_loss(unet(noisy, timesteps, text).sample, noise, reduction="none").mean(dim=(1, 2, 3))  # (b,)
         if args.snr_gamma:
             error = error * snr_weights(noise_scheduler, timesteps, args.snr_gamma)
@@ -426,10 +433,11 @@ def run(args) -> dict:
         "pool_size": args.pool_size,
         "seed": args.seed,
         "threads": args.threads,
+        "device": str(args.device),
         "train_seconds": round(train_seconds, 1),
         "seconds_per_step": round(train_seconds / args.steps, 3),
         "final_loss": loss.item() if args.steps > start else None,
-        **evaluate(args.out),
+        **evaluate(args.out, args.device),
     }
     metrics["eval_seconds"] = round(time.time() - eval_began, 1)
     write_text(args.out.parent / "image_metrics.json", json.dumps(metrics, indent=2) + "\n")

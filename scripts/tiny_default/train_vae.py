@@ -63,6 +63,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--checkpoint-every", type=int, default=250, help="steps between resumable checkpoints")
     parser.add_argument("--log-every", type=int, default=50, help="steps between logged loss lines")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads during the run")
+    parser.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda (random draws stay on "
+                        "the CPU, so a run is reproducible per device)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT-checkpoint/ if it exists")
     args = parser.parse_args(argv)
     if args.width < 16 or args.width % 16:
@@ -96,14 +98,14 @@ def random_frames(rng: np.random.Generator, count: int, split: str) -> np.ndarra
     return np.stack(frames)
 
 
-def to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """uint8 (b, h, w, 3) -> float (b, 3, h, w) in [-1, 1]."""
-    return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1
+def to_tensor(frames: np.ndarray, device="cpu") -> torch.Tensor:
+    """uint8 (b, h, w, 3) -> float (b, 3, h, w) in [-1, 1] on `device`."""
+    return torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """float (b, 3, h, w) in [-1, 1] -> uint8 (b, h, w, 3)."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -133,7 +135,7 @@ def checkpoint_path(out: Path) -> Path:
 
 def save_checkpoint(path: Path, vae: AutoencoderKL, optimizer: torch.optim.Optimizer, state: dict) -> None:
     with atomic_dir(path, overwrite=True) as tmp:
-        save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, tmp / "vae.safetensors")
+        save_file({k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}, tmp / "vae.safetensors")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         (tmp / "state.json").write_text(json.dumps(state, indent=2))
 
@@ -167,7 +169,8 @@ def vae_loss(vae: AutoencoderKL, images: torch.Tensor, generator: torch.Generato
 @torch.no_grad()
 def reconstruct(vae: AutoencoderKL, frames: np.ndarray, batch: int = 64) -> np.ndarray:
     """Encode (posterior mode) and decode uint8 frames (b, h, w, 3) -> uint8 frames."""
-    chunks = [vae.decode(vae.encode(to_tensor(frames[i : i + batch])).latent_dist.mode()).sample
+    device = vae.device
+    chunks = [vae.decode(vae.encode(to_tensor(frames[i : i + batch], device)).latent_dist.mode()).sample
               for i in range(0, len(frames), batch)]
     return to_uint8(torch.cat(chunks))
 
@@ -175,8 +178,8 @@ def reconstruct(vae: AutoencoderKL, frames: np.ndarray, batch: int = 64) -> np.n
 @torch.no_grad()
 def latent_std(vae: AutoencoderKL, frames: np.ndarray, generator: torch.Generator) -> tuple[float, float]:
     """(mean, std) of posterior samples of `frames`, the latents a diffusion model trains on, before scaling."""
-    latents = torch.cat([vae.encode(to_tensor(frames[i : i + 64])).latent_dist.sample(generator=generator)
-                         for i in range(0, len(frames), 64)])
+    latents = torch.cat([vae.encode(to_tensor(frames[i : i + 64], vae.device)).latent_dist
+                         .sample(generator=generator) for i in range(0, len(frames), 64)])
     return latents.mean().item(), latents.std().item()
 
 
@@ -236,7 +239,7 @@ def main(argv=None) -> dict:
 
 def run(args) -> dict:
     # 1. Model and optimizer, from the checkpoint when resuming
-    vae = build_vae(args.width, args.layers, args.seed).train()
+    vae = build_vae(args.width, args.layers, args.seed).to(args.device).train()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     ckpt = checkpoint_path(args.out)
     state = {"step": 0, "train_seconds": 0.0}
@@ -258,7 +261,8 @@ def run(args) -> dict:
         lr = learning_rate(step, args.steps, args.lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        images = to_tensor(random_frames(stream_rng(args.seed, TRAIN_STREAM, step), args.batch_size, "train"))
+        images = to_tensor(random_frames(stream_rng(args.seed, TRAIN_STREAM, step), args.batch_size, "train"),
+                           args.device)
         loss, l1, kl = vae_loss(vae, images, torch_generator(args.seed, TRAIN_STREAM, step), args.kl_weight)
         if not torch.isfinite(loss):
             raise RuntimeError(f"loss became {loss.item()} at step {step}; lower --lr (now {args.lr}) and rerun")
@@ -302,6 +306,7 @@ def run(args) -> dict:
         "seed": args.seed,
         "train_seconds": round(train_seconds, 1),
         "threads": args.threads,
+        "device": str(args.device),
         "latent_mean": mean,
         "latent_std": std,
         "scaling_factor": vae.config.scaling_factor,

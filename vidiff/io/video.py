@@ -24,7 +24,6 @@ from pathlib import Path
 
 import av
 import imageio.v3 as iio
-import imageio_ffmpeg
 import numpy as np
 
 from vidiff.atomic import atomic_dir, atomic_path, write_text
@@ -145,6 +144,8 @@ def _sidecar_text(frames: np.ndarray, fps: float, suffix: str, metadata: Mapping
 
 def _encode(frames: np.ndarray, path: Path, fps: float, suffix: str) -> None:
     """Pipe the frames through ffmpeg; macro_block_size=1 keeps the true size (imageio-ffmpeg resizes otherwise)."""
+    import imageio_ffmpeg  # only writing needs the ffmpeg binary it ships; reading goes through decord / PyAV
+
     height, width = frames.shape[1:3]
     writer = imageio_ffmpeg.write_frames(
         str(path), (width, height), fps=fps, quality=None, macro_block_size=1, ffmpeg_log_level="error",

@@ -32,6 +32,7 @@ from vidiff.models.temporal import temporal_named_parameters
 from vidiff.training.checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
+TEXT_ENCODER_PREFIX = "text_encoder."  # names of text-encoder weights among the trained ones (train_text_encoder)
 
 
 class TrainingDiverged(RuntimeError):
@@ -115,6 +116,9 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
         torch.nn.Module.to(model.requires_grad_(False).eval(), device, frozen_dtype)
     unet.check_num_frames(config.num_frames)
     trained = trainable_parameters(unet, config.trainable)
+    if config.train_text_encoder:  # trained in fp32 like the U-Net's trained weights; names kept apart by a prefix
+        text_encoder.to(device, torch.float32).train()
+        trained |= {f"{TEXT_ENCODER_PREFIX}{k}": p.requires_grad_(True) for k, p in text_encoder.named_parameters()}
     unet.requires_grad_(False)
     for param in trained.values():
         param.requires_grad_(True)
@@ -160,14 +164,16 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, sampler=sampler,
                                          num_workers=config.num_workers)
     unet.train()
-    unet, optimizer = accelerator.prepare(unet, optimizer)
+    if config.train_text_encoder:  # prepared too, so that its gradients are averaged across processes
+        unet, text_encoder, optimizer = accelerator.prepare(unet, text_encoder, optimizer)
+    else:
+        unet, optimizer = accelerator.prepare(unet, optimizer)
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
         write_text(output / "config.json", json.dumps(vars(config), indent=2))
         accelerator.init_trackers("vidiff")
 
     # 5. Training loop
-    empty_text = _encode(text_encoder, tokenizer, [""], device)
     batches = iter(loader)
     progress = tqdm(total=config.max_steps, initial=step, desc="training", disable=not accelerator.is_main_process)
     frames_per_step = config.batch_size * config.num_frames * world * config.gradient_accumulation_steps
@@ -176,9 +182,9 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
         for micro in range(config.gradient_accumulation_steps):
             batch = next(batches)
             generator = step_generator(config.seed, step, micro, rank)
-            with accelerator.accumulate(unet):
-                loss = _loss(batch, unet, vae, text_encoder, tokenizer, noise_scheduler, empty_text, generator,
-                             config.caption_dropout, device)
+            with accelerator.accumulate(unet, text_encoder):
+                loss = _loss(batch, unet, vae, text_encoder, tokenizer, noise_scheduler, generator,
+                             config.caption_dropout, device, config.train_text_encoder)
                 losses = accelerator.gather(loss.detach()[None])
                 if not torch.isfinite(losses).all():
                     raise TrainingDiverged(
@@ -230,6 +236,7 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
         "short_videos_strided": data_summary["short_strided"],  # shorter than one clip: read at a smaller stride
         "skipped_files": data_summary["skipped_files"],
         "trainable": config.trainable,
+        "train_text_encoder": config.train_text_encoder,
         "trainable_parameters": sum(p.numel() for p in trained.values()),
         "latent_cache": config.cache_latents,
     }
@@ -240,7 +247,8 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
                     param.copy_(ema[name])
         final = accelerator.unwrap_model(unet)
         final.save_temporal_weights(output / "temporal.safetensors")
-        _save_model_folder(final, Path(config.model), output / "model")
+        trained_text_encoder = accelerator.unwrap_model(text_encoder) if config.train_text_encoder else None
+        _save_model_folder(final, Path(config.model), output / "model", trained_text_encoder)
         if config.validation_prompts:
             _validate(accelerator, pipe, config, step, output)
     if accelerator.is_main_process:
@@ -249,7 +257,8 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
     return summary
 
 
-def _loss(batch, unet, vae, text_encoder, tokenizer, noise_scheduler, empty_text, generator, dropout, device):
+def _loss(batch, unet, vae, text_encoder, tokenizer, noise_scheduler, generator, dropout, device,
+          train_text_encoder: bool = False):
     """Diffusion loss for one batch of clips: (b, c, f, h, w) pixels or cached latent statistics."""
     with torch.no_grad():
         if "video" in batch:
@@ -260,9 +269,10 @@ def _loss(batch, unet, vae, text_encoder, tokenizer, noise_scheduler, empty_text
             eps = torch.randn(batch["mean"].shape, generator=generator)
             latents = (batch["mean"] + batch["std"] * eps).to(device)
         latents = latents.float() * vae.config.scaling_factor
-        texts = _encode(text_encoder, tokenizer, list(batch["caption"]), device)
-        drop = torch.rand(len(texts), generator=generator) < dropout
-        texts = torch.where(drop.to(device)[:, None, None], empty_text.expand_as(texts), texts)
+        drop = (torch.rand(len(batch["caption"]), generator=generator) < dropout).tolist()
+    captions = ["" if dropped else text for text, dropped in zip(batch["caption"], drop)]
+    with torch.set_grad_enabled(train_text_encoder):
+        texts = _encode(text_encoder, tokenizer, captions, device)
 
     noise = torch.randn(latents.shape, generator=generator).to(device)
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
@@ -279,8 +289,7 @@ def _loss(batch, unet, vae, text_encoder, tokenizer, noise_scheduler, empty_text
 def _encode(text_encoder, tokenizer, captions: list[str], device) -> torch.Tensor:
     tokens = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                        return_tensors="pt")
-    with torch.no_grad():
-        return text_encoder(tokens.input_ids.to(device))[0].float()
+    return text_encoder(tokens.input_ids.to(device))[0].float()
 
 
 def _ema_decay(decay: float, step: int) -> float:
@@ -305,12 +314,16 @@ def _find_checkpoint(output: Path, resume: bool | str) -> Path | None:
     return Path(resume)
 
 
-def _save_model_folder(unet, source: Path, target: Path) -> None:
-    """A complete video model folder: the trained U-Net plus the source model's other components."""
+def _save_model_folder(unet, source: Path, target: Path, text_encoder=None) -> None:
+    """A complete video model folder: the trained U-Net (and text encoder, if it trained) plus the source model's
+    other components."""
     with atomic_dir(target, overwrite=True) as tmp:
         unet.save_pretrained(tmp / "unet")
+        if text_encoder is not None:
+            text_encoder.save_pretrained(tmp / "text_encoder", safe_serialization=True)
         for name in COMPONENTS:
-            shutil.copytree(source / name, tmp / name)
+            if not (tmp / name).exists():
+                shutil.copytree(source / name, tmp / name)
         index_path = source / "model_index.json"
         index = json.loads(index_path.read_text()) if index_path.is_file() else {}
         write_model_index(tmp, {name: index.get(name) for name in COMPONENTS} | _missing_classes(index))
