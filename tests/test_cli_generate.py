@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -28,6 +29,21 @@ def test_generate_writes_a_clip_and_a_reproducible_sidecar(tiny_video_folder, tm
                            guidance=7.5, scheduler="ddim", model=str(tiny_video_folder), num_frames=3, fps=6).items():
         assert sidecar[key] == value, key
     assert "vidiff_version" in sidecar and sidecar["timings"]["sample_s"] > 0 and sidecar["timings"]["load_s"] > 0
+
+
+def test_guidance_defaults_to_the_model_folders_recommendation(tiny_video_folder, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_video_folder, model)
+    (model / "sampling.json").write_text('{"guidance": 1.5}')
+    for extra, expected in (([], 1.5), (["--guidance", "3"], 3.0)):
+        out = tmp_path / f"clip{expected}.gif"
+        assert main(["generate", "a red circle", "--model", str(model), "-o", str(out), "--seed", "1", *extra,
+                     *FAST]) == 0
+        assert json.loads(Path(f"{out}.json").read_text())["guidance"] == expected
+    (model / "sampling.json").write_text('["not", "an", "object"]')
+    assert main(["generate", "a red circle", "--model", str(model), "-o", str(tmp_path / "x.gif"), *FAST]) == 2
+    assert "sampling.json must be a JSON object" in capsys.readouterr().err
+    assert not (tmp_path / "x.gif").exists()
 
 
 def test_same_seed_gives_the_same_frames(tiny_video_folder, tmp_path):

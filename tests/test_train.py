@@ -100,6 +100,32 @@ def test_default_mode_leaves_spatial_weights_bit_identical(tiny_video_folder, vi
     assert any(not torch.equal(before[k], after[k]) for k in temporal)
 
 
+def test_text_encoder_trains_only_when_asked_and_is_saved_and_resumed(tiny_video_folder, video_folder, tmp_path):
+    source = load_file(tiny_video_folder / "text_encoder" / "model.safetensors")
+    frozen = tmp_path / "frozen"
+    train(_config(tiny_video_folder, video_folder, frozen, max_steps=2, checkpoint_every=10))
+    kept = load_file(frozen / "model" / "text_encoder" / "model.safetensors")
+    assert all(torch.equal(source[k], kept[k]) for k in source)
+
+    settings = dict(max_steps=4, checkpoint_every=2, train_text_encoder=True, ema=True)
+    straight = tmp_path / "straight"
+    summary = train(_config(tiny_video_folder, video_folder, straight, **settings))
+    trained = load_file(straight / "model" / "text_encoder" / "model.safetensors")
+    assert summary["train_text_encoder"] and trained.keys() == source.keys()
+    assert any(not torch.equal(source[k], trained[k]) for k in source)
+    checkpoint = load_file(straight / "checkpoints" / "step-00000004" / "trainable.safetensors")
+    assert any(k.startswith(trainer.TEXT_ENCODER_PREFIX) for k in checkpoint)
+    # the spatial U-Net stays frozen; the text encoder's state resumes exactly with the rest
+    before = load_file(tiny_video_folder / "unet" / "diffusion_pytorch_model.safetensors")
+    after = load_file(straight / "model" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("unet."))
+    config = _config(tiny_video_folder, video_folder, tmp_path / "stopped", **settings)
+    train(config, stop_after=2)
+    train(config, resume=True)
+    resumed = load_file(tmp_path / "stopped" / "model" / "text_encoder" / "model.safetensors")
+    assert all(torch.equal(trained[k], resumed[k]) for k in trained)
+
+
 def test_resume_repeats_the_straight_run_exactly(tiny_video_folder, video_folder, tmp_path):
     settings = dict(max_steps=6, checkpoint_every=3, lr_scheduler="cosine", lr_warmup_steps=2, ema=True,
                     caption_dropout=0.5)

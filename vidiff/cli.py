@@ -46,8 +46,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown scheduler {args.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
     if args.fps <= 0:
         raise ValueError(f"--fps {args.fps} must be positive")
+    model = Path(args.model) if args.model else gen.default_model()
+    guidance = args.guidance if args.guidance is not None else gen.recommended_guidance(model)
     defaults = dict(negative_prompt=args.negative_prompt, num_frames=args.num_frames, height=args.height,
-                    width=args.width, steps=args.steps, guidance=args.guidance)
+                    width=args.width, steps=args.steps, guidance=guidance)
     if args.prompts_file:
         jobs = gen.read_prompts_file(args.prompts_file, defaults)
     else:
@@ -55,7 +57,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     jobs = gen.assign_seeds_and_outputs(jobs, args.output, args.seed)
     for job in jobs:
         gen.check_output(job.output)
-    model = Path(args.model) if args.model else gen.default_model()
     gen.check_model_settings(model, jobs)
     device = gen.pick_device(args.device)
     dtype = gen.pick_dtype(args.dtype, device)
@@ -110,15 +111,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from vidiff.eval import run
 
+    from vidiff.pipelines.generate import DEFAULT_GUIDANCE, default_model, recommended_guidance
+
     # 1. Check everything that can be checked without loading a model
+    model = Path(args.model) if args.model else None
+    if not args.ground_truth and model is None:
+        model = default_model()
+    if args.guidance is None:
+        args.guidance = recommended_guidance(model) if model is not None else DEFAULT_GUIDANCE
     run.check_settings(args.clips_per_combo, args.split, args.frames, args.steps, args.batch_size, args.guidance)
     run.check_device(args.device)
     run.check_out_dir(args.out)
-    model = Path(args.model) if args.model else None
-    if not args.ground_truth and model is None:
-        from vidiff.pipelines.generate import default_model
-
-        model = default_model()
     if model is not None:
         run.check_video_model(model, args.frames, args.steps)
     if args.baseline:
@@ -216,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, help="frame height in pixels (default: the model's)")
     p.add_argument("--width", type=int, help="frame width in pixels (default: the model's)")
     p.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
-    p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's "
+                   "sampling.json recommendation, else 7.5; the shipped tiny model recommends 1.5)")
     p.add_argument("--scheduler", default="ddim", help="ddim (default), dpm++ or euler")
     p.add_argument("--seed", type=int, help="seed of the first clip (then +1 per prompt); random if not given, "
                    "and always written to the sidecar")
@@ -259,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="all", help="all (84 combinations, default), train (76) or heldout (8)")
     p.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")
     p.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
-    p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's "
+                   "sampling.json recommendation, else 7.5; the shipped tiny model recommends 1.5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the whole evaluation (default 0)")
     p.add_argument("--batch-size", type=int, default=8, help="clips per sampling call (default 8)")
     p.add_argument("--out", default="eval-report", help="report folder for eval.json and eval.md "

@@ -20,6 +20,8 @@ import torch
 VIDEO_SUFFIXES = (".mp4", ".gif", ".webm")
 DEFAULT_OUTPUT = "outputs/{slug}-{seed}.mp4"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default-model"
+DEFAULT_GUIDANCE = 7.5  # Stable Diffusion's usual scale; a model folder may recommend its own (sampling.json)
+SAMPLING_FILE = "sampling.json"  # optional, in a model folder: {"guidance": ...}, what that model samples best with
 
 
 @dataclass
@@ -120,6 +122,18 @@ def check_model_settings(model: str | os.PathLike, jobs: list[Job]) -> None:
                 raise ValueError(f"{name}={value} must be a positive multiple of {scale} for this model's VAE")
         if job.steps < 1:
             raise ValueError(f"steps={job.steps} must be at least 1")
+
+
+def recommended_guidance(model: str | os.PathLike) -> float:
+    """The guidance scale the model folder recommends in sampling.json, else DEFAULT_GUIDANCE."""
+    path = Path(model) / SAMPLING_FILE
+    if not path.is_file():
+        return DEFAULT_GUIDANCE
+    try:
+        settings = json.loads(path.read_text())
+        return float(settings.get("guidance", DEFAULT_GUIDANCE))
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+        raise ValueError(f"{path} must be a JSON object like {{\"guidance\": 1.5}}; fix or delete it") from None
 
 
 def default_model() -> Path:
