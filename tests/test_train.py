@@ -194,6 +194,13 @@ def test_shipped_config_loads():
     assert config.trainable == "temporal"
 
 
+@pytest.mark.parametrize("name", ["tiny_default_temporal.yaml", "tiny_default_text.yaml"])
+def test_tiny_default_configs_load(name):
+    config = load_config(TrainConfig, Path(__file__).parent.parent / "configs" / "train" / name, ["model=m", "data=d"])
+    config.check()
+    assert config.trainable == "all" and config.train_text_encoder == (name == "tiny_default_text.yaml")
+
+
 def test_latent_cache_holds_clips_in_c_f_h_w_and_trains(tiny_video_folder, video_folder, tmp_path):
     from vidiff.data.video_folder import VideoFolderDataset
     from vidiff.pipelines.text_to_video import TextToVideoPipeline

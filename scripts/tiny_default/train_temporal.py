@@ -1,13 +1,19 @@
-"""Stage 3 of the tiny default model: shapes clips -> inflate the tiny image model -> `vidiff train` temporal layers.
+"""Stage 3 of the tiny default model: shapes clips -> inflate the tiny image model -> `vidiff train`, in two phases.
 
-    python scripts/tiny_default/train_temporal.py --image-model outputs/tiny-default/image-model \
-        --work outputs/tiny-default [--clips 1520] [--steps 1500] [--resume]
+    python scripts/tiny_default/train_temporal.py --image-model outputs/tiny-default/image-model \\
+        --work outputs/tiny-default [--clips 1520] [--resume]
 
-Exactly what a user does with a real Stable Diffusion: inflate it, then train its temporal layers on a folder of
-videos through the public trainer. Only training combinations are written; held-out ones never are.
+What a user does with a real Stable Diffusion: inflate it, then train on a folder of videos through the public
+trainer. Only training combinations are written; held-out ones never are.
+  phase 1 (configs/train/tiny_default_temporal.yaml): motion, everything trainable      -> WORK/temporal-a/model
+  phase 2 (configs/train/tiny_default_text.yaml): zero-terminal-SNR v-prediction schedule, text encoder trainable
+                                                                                      -> WORK/temporal-c/model
+The second config says why each phase exists. `--resume` continues the phase that was interrupted.
 """
 
 import argparse
+import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -17,18 +23,39 @@ from vidiff.data.shapes import write_shapes_folder
 from vidiff.models.inflate import inflate_model_folder
 from vidiff.training.trainer import train
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "train" / "tiny_default_temporal.yaml"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
+# DDIM settings of phase 2: no signal left at the last timestep, which v-prediction can learn and sample from
+ZERO_TERMINAL_SNR = {"rescale_betas_zero_snr": True, "prediction_type": "v_prediction", "timestep_spacing": "trailing"}
 
 
-def main(argv=None) -> dict:
+def zero_terminal_snr_copy(model: Path, target: Path) -> Path:
+    """A copy of a model folder whose scheduler has zero terminal SNR, v-prediction and trailing timesteps."""
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(model, target)
+    path = target / "scheduler" / "scheduler_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **ZERO_TERMINAL_SNR}, indent=2) + "\n")
+    return target
+
+
+def run_phase(config_name: str, model: Path, clips: Path, output: Path, resume: bool, overrides: list[str]) -> Path:
+    """Train one phase unless its model folder exists; returns that folder."""
+    if (output / "model" / "model_index.json").is_file():
+        return output / "model"
+    config = load_config(TrainConfig, CONFIGS / config_name,
+                         [f"model={model}", f"data={clips}", f"output={output}", *overrides])
+    print(train(config, resume=resume and (output / "checkpoints").is_dir()))
+    return output / "model"
+
+
+def main(argv=None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image-model", required=True)
     parser.add_argument("--work", default="outputs/tiny-default")
     parser.add_argument("--clips", type=int, default=1520, help="training clips to render (20 per combination)")
-    parser.add_argument("--steps", type=int)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--resume", action="store_true")
-    parser.add_argument("overrides", nargs="*", help="extra config overrides, key=value")
+    parser.add_argument("overrides", nargs="*", help="extra config overrides for both phases, key=value")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = Path(args.work)
@@ -41,11 +68,10 @@ def main(argv=None) -> dict:
     if not (video_model / "model_index.json").is_file():
         inflate_model_folder(args.image_model, video_model, overwrite=True, max_frames=16,
                              temporal_num_attention_heads=8)
-    overrides = [f"model={video_model}", f"data={clips}", f"output={work / 'temporal-run'}", *args.overrides]
-    if args.steps:
-        overrides.append(f"max_steps={args.steps}")
-    config: TrainConfig = load_config(TrainConfig, CONFIG, overrides)
-    return train(config, resume=args.resume)
+    motion = run_phase("tiny_default_temporal.yaml", video_model, clips, work / "temporal-a", args.resume,
+                       args.overrides)
+    switched = zero_terminal_snr_copy(motion, work / "temporal-a-v")
+    return run_phase("tiny_default_text.yaml", switched, clips, work / "temporal-c", args.resume, args.overrides)
 
 
 if __name__ == "__main__":

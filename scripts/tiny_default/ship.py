@@ -1,0 +1,48 @@
+"""Copy a trained video model folder into the package as the default model (`vidiff/assets/default-model/`).
+
+    python scripts/tiny_default/ship.py outputs/tiny-default/temporal-b/model [--guidance 1.5] [--eval EVAL_JSON]
+
+Writes the model folder plus `sampling.json` (the guidance scale the model samples best with, which `vidiff
+generate` and `vidiff eval` use when no --guidance is given) and `provenance.json` (where it came from, its
+evaluation when given). Built beside the destination and renamed into place. Refuses more than 30 MB of weights.
+"""
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from vidiff.atomic import atomic_dir
+from vidiff.models.inflate import COMPONENTS
+from vidiff.pipelines.generate import DEFAULT_MODEL_DIR, SAMPLING_FILE
+
+MAX_BYTES = 30_000_000  # the issue's cap on the shipped weights
+
+
+def main(argv=None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path, help="trained video model folder (unet/ vae/ text_encoder/ ...)")
+    parser.add_argument("--guidance", type=float, default=1.5, help="recommended guidance scale (default 1.5)")
+    parser.add_argument("--eval", type=Path, help="eval.json of this model, summarised into provenance.json")
+    parser.add_argument("--note", default="", help="free text for provenance.json (how the model was made)")
+    args = parser.parse_args(argv)
+
+    weights = sum(p.stat().st_size for p in args.model.glob("*/*.safetensors"))
+    if weights > MAX_BYTES:
+        parser.error(f"{args.model} holds {weights / 1e6:.1f} MB of weights; the default must stay under 30 MB")
+    provenance = {"source": str(args.model), "weights_bytes": weights, "note": args.note}
+    if args.eval:
+        report = json.loads(args.eval.read_text())
+        provenance["eval"] = {k: report[k] for k in ("settings", "summary", "timings") if k in report}
+    with atomic_dir(DEFAULT_MODEL_DIR, overwrite=True) as tmp:
+        for name in (*COMPONENTS, "unet"):
+            shutil.copytree(args.model / name, tmp / name)
+        shutil.copy2(args.model / "model_index.json", tmp / "model_index.json")
+        (tmp / SAMPLING_FILE).write_text(json.dumps({"guidance": args.guidance}, indent=2) + "\n")
+        (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    print(f"shipped {args.model} ({weights / 1e6:.1f} MB of weights) to {DEFAULT_MODEL_DIR}")
+    return DEFAULT_MODEL_DIR
+
+
+if __name__ == "__main__":
+    main()
