@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from vidiff.atomic import atomic_dir
-from vidiff.models.inflate import COMPONENTS
+from vidiff.models.inflate import COMPONENTS, component_classes, write_model_index
 from vidiff.pipelines.generate import DEFAULT_MODEL_DIR, SAMPLING_FILE
 
 MAX_BYTES = 30_000_000  # the cap on the shipped weights
@@ -37,7 +37,7 @@ def main(argv=None) -> Path:
     with atomic_dir(DEFAULT_MODEL_DIR, overwrite=True) as tmp:
         for name in (*COMPONENTS, "unet"):
             shutil.copytree(args.model / name, tmp / name)
-        shutil.copy2(args.model / "model_index.json", tmp / "model_index.json")
+        write_model_index(tmp, component_classes(args.model))  # a TextToVideoPipeline index, whatever the source
         (tmp / SAMPLING_FILE).write_text(json.dumps({"guidance": args.guidance}, indent=2) + "\n")
         (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
     print(f"shipped {args.model} ({weights / 1e6:.1f} MB of weights) to {DEFAULT_MODEL_DIR}")

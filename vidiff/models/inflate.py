@@ -93,7 +93,7 @@ def inflate_model_folder(
         video.save_pretrained(tmp / "unet")
         for name in COMPONENTS:
             shutil.copytree(base / name, tmp / name)
-        write_model_index(tmp, _component_classes(base))
+        write_model_index(tmp, component_classes(base))
     return out
 
 
@@ -149,7 +149,8 @@ def write_model_index(folder: Path, classes: dict[str, list[str]]) -> None:
     write_text(folder / "model_index.json", json.dumps(index, indent=2) + "\n")
 
 
-def _component_classes(base: Path) -> dict[str, list[str]]:
+def component_classes(base: Path) -> dict[str, list[str]]:
+    """The classes of vae, text_encoder, tokenizer and scheduler named by `base`'s model_index.json, else the defaults."""
     index_path = base / "model_index.json"
     index = json.loads(index_path.read_text()) if index_path.is_file() else {}
     return {name: list(index.get(name) or DEFAULT_CLASSES[name]) for name in COMPONENTS}
