@@ -253,6 +253,16 @@ def test_validation_clips_are_written_as_gifs(tiny_video_folder, video_folder, t
     assert frames.shape == (4, 32, 32, 3)
 
 
+def test_high_noise_fraction_moves_that_share_of_timesteps_into_the_noisiest_tenth():
+    uniform = trainer._timesteps(1000, 4000, 0.0, trainer.step_generator(0))
+    assert torch.equal(uniform, torch.randint(0, 1000, (4000,), generator=trainer.step_generator(0)))
+    assert 0.08 < (uniform >= 900).float().mean() < 0.12
+    biased = trainer._timesteps(1000, 4000, 0.5, trainer.step_generator(0))
+    assert 0.5 < (biased >= 900).float().mean() < 0.6 and biased.min() >= 0 and biased.max() <= 999
+    with pytest.raises(ValueError, match="high_noise_fraction"):
+        TrainConfig(model="m", data="d", high_noise_fraction=1.5).check()
+
+
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_the_objective_follows_the_scheduler_prediction_type(prediction_type, monkeypatch):
     from diffusers import DDPMScheduler

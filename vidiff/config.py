@@ -27,6 +27,9 @@ class TrainConfig:
     # also train the text encoder: for an encoder that never had to keep motion words apart (a text-to-image model
     # trained only on still images, like the tiny default's); CLIP from real Stable Diffusion keeps them apart
     train_text_encoder: bool = False
+    # share of samples whose timestep is drawn from the noisiest 10 % of the schedule instead of all of it (like
+    # diffusers' timestep_bias_strategy="later"): where a clip's layout must come from the caption, not the noise
+    high_noise_fraction: float = 0.0
 
     # --- clips
     num_frames: int = 16
@@ -75,6 +78,8 @@ class TrainConfig:
                 raise ValueError(f"{key}={getattr(self, key)} must be at least 1")
         if not 0 <= self.caption_dropout <= 1:
             raise ValueError(f"caption_dropout={self.caption_dropout} must be within 0..1")
+        if not 0 <= self.high_noise_fraction <= 1:
+            raise ValueError(f"high_noise_fraction={self.high_noise_fraction} must be within 0..1")
         for key in ("model", "data"):
             if not getattr(self, key):
                 raise ValueError(f"no {key} given; set it in the config or pass {key}=PATH")

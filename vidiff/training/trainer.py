@@ -184,7 +184,7 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
             generator = step_generator(config.seed, step, micro, rank)
             with accelerator.accumulate(unet, text_encoder):
                 loss = _loss(batch, unet, vae, text_encoder, tokenizer, noise_scheduler, generator,
-                             config.caption_dropout, device, config.train_text_encoder)
+                             config.caption_dropout, device, config.train_text_encoder, config.high_noise_fraction)
                 losses = accelerator.gather(loss.detach()[None])
                 if not torch.isfinite(losses).all():
                     raise TrainingDiverged(
@@ -258,7 +258,7 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
 
 
 def _loss(batch, unet, vae, text_encoder, tokenizer, noise_scheduler, generator, dropout, device,
-          train_text_encoder: bool = False):
+          train_text_encoder: bool = False, high_noise_fraction: float = 0.0):
     """Diffusion loss for one batch of clips: (b, c, f, h, w) pixels or cached latent statistics."""
     with torch.no_grad():
         if "video" in batch:
@@ -275,8 +275,8 @@ def _loss(batch, unet, vae, text_encoder, tokenizer, noise_scheduler, generator,
         texts = _encode(text_encoder, tokenizer, captions, device)
 
     noise = torch.randn(latents.shape, generator=generator).to(device)
-    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
-                              generator=generator).to(device)
+    timesteps = _timesteps(noise_scheduler.config.num_train_timesteps, latents.shape[0], high_noise_fraction,
+                           generator).to(device)
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     if noise_scheduler.config.prediction_type == "v_prediction":
         target = noise_scheduler.get_velocity(latents, noise, timesteps)
@@ -284,6 +284,17 @@ def _loss(batch, unet, vae, text_encoder, tokenizer, noise_scheduler, generator,
         target = noise
     prediction = unet(noisy, timesteps, texts).sample
     return F.mse_loss(prediction.float(), target.float())
+
+
+def _timesteps(num_train_timesteps: int, count: int, high_noise_fraction: float, generator) -> torch.Tensor:
+    """Uniform training timesteps; with `high_noise_fraction`, that share of them from the noisiest 10 % instead
+    (extra draws only then, so runs without it keep their random stream)."""
+    timesteps = torch.randint(0, num_train_timesteps, (count,), generator=generator)
+    if high_noise_fraction:
+        high = torch.randint(num_train_timesteps - num_train_timesteps // 10, num_train_timesteps, (count,),
+                             generator=generator)
+        timesteps = torch.where(torch.rand(count, generator=generator) < high_noise_fraction, high, timesteps)
+    return timesteps
 
 
 def _encode(text_encoder, tokenizer, captions: list[str], device) -> torch.Tensor:
