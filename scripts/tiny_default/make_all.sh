@@ -25,11 +25,11 @@ for stage in $stages; do
       [ -f "$work/image-model/model_index.json" ] || "$python" scripts/tiny_default/train_image.py \
         --vae "$work/vae" --out "$work/image-model" --steps 4800 --seed 0 --width 32 --device "$device" --resume ;;
     temporal)
-      [ -f "$work/temporal-c/model/model_index.json" ] || "$python" scripts/tiny_default/train_temporal.py \
+      [ -f "$work/temporal-a/model/model_index.json" ] || "$python" scripts/tiny_default/train_temporal.py \
         --image-model "$work/image-model" --work "$work" --resume ;;
     eval)
       # the image model is best at low guidance (README of this folder); the video model is judged the same way
-      "$python" -m vidiff.cli eval --model "$work/temporal-c/model" --baseline "$work/image-model" \
+      "$python" -m vidiff.cli eval --model "$work/temporal-a/model" --baseline "$work/image-model" \
         --guidance 1.5 --clips-per-combo 8 --device "$device" --out "$work/eval" --no-progress ;;
     *)
       echo "unknown stage '$stage': use vae, image, temporal or eval" >&2

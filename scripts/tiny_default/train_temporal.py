@@ -6,9 +6,11 @@
 What a user does with a real Stable Diffusion: inflate it, then train on a folder of videos through the public
 trainer. Only training combinations are written; held-out ones never are.
   phase 1 (configs/train/tiny_default_temporal.yaml): motion, everything trainable      -> WORK/temporal-a/model
-  phase 2 (configs/train/tiny_default_text.yaml): zero-terminal-SNR v-prediction schedule, text encoder trainable
-                                                                                      -> WORK/temporal-c/model
-The second config says why each phase exists. `--resume` continues the phase that was interrupted.
+      (the shipped default model)
+  phase 2, with --text-phase (configs/train/tiny_default_text.yaml): zero-terminal-SNR v-prediction schedule, text
+      encoder trainable                                                              -> WORK/temporal-c/model
+      (an experiment to make the clip's direction follow the caption; it did not, see README.md)
+`--resume` continues the phase that was interrupted.
 """
 
 import argparse
@@ -55,6 +57,7 @@ def main(argv=None) -> Path:
     parser.add_argument("--clips", type=int, default=1520, help="training clips to render (20 per combination)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--text-phase", action="store_true", help="also run phase 2 (experimental)")
     parser.add_argument("overrides", nargs="*", help="extra config overrides for both phases, key=value")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -70,6 +73,8 @@ def main(argv=None) -> Path:
                              temporal_num_attention_heads=8)
     motion = run_phase("tiny_default_temporal.yaml", video_model, clips, work / "temporal-a", args.resume,
                        args.overrides)
+    if not args.text_phase:
+        return motion
     switched = zero_terminal_snr_copy(motion, work / "temporal-a-v")
     return run_phase("tiny_default_text.yaml", switched, clips, work / "temporal-c", args.resume, args.overrides)
 
