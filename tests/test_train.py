@@ -126,6 +126,36 @@ def test_text_encoder_trains_only_when_asked_and_is_saved_and_resumed(tiny_video
     assert all(torch.equal(trained[k], resumed[k]) for k in trained)
 
 
+def test_interpolation_task_widens_the_base_model_and_learns_its_masked_inputs(tiny_video_folder, video_folder,
+                                                                            tmp_path):
+    out = tmp_path / "interp"
+    summary = train(_config(tiny_video_folder, video_folder, out, max_steps=3, checkpoint_every=10, task="interpolate",
+                            trainable="all", keep_every=[2, 3], extrapolate_fraction=0.5))
+    assert summary["steps"] == 3 and torch.isfinite(torch.tensor(summary["final_loss"]))
+    config = json.loads((out / "model" / "unet" / "config.json").read_text())
+    assert config["spatial_config"]["in_channels"] == 9
+    weights = load_file(out / "model" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert weights["unet.conv_in.weight"].shape[1] == 9 and weights["unet.conv_in.weight"][:, 4:].abs().sum() > 0
+    # an interpolation model trains further as it is; a text-to-video model with other inputs is refused
+    train(_config(out / "model", video_folder, tmp_path / "again", max_steps=1, task="interpolate", trainable="all",
+                  keep_every=[3]))
+    with pytest.raises(ValueError, match="keep_every"):
+        _config(tiny_video_folder, video_folder, out, task="interpolate", keep_every=[2, 4]).check()  # 4 frames
+    with pytest.raises(ValueError, match="validation_prompts"):
+        _config(tiny_video_folder, video_folder, out, task="interpolate", keep_every=[2],
+                validation_prompts=["x"]).check()
+
+
+def test_known_frame_masks_are_interpolation_or_extrapolation_masks():
+    masks = trainer._known_frames(200, 16, [2, 4, 8], 0.25, trainer.step_generator(0))
+    interpolating = [m for m in masks if m[-1] or m[2]]  # every k-th frame known: frame 2 or the last among them
+    assert all(m[0] for m in masks)
+    extrapolating = [m for m in masks if not any(torch.equal(m, interpolation_mask) for interpolation_mask in
+                                                 [trainer.interpolation_mask(16, k) for k in (2, 4, 8)])]
+    assert all(m[: int(m.sum())].all() and 1 <= m.sum() <= 4 for m in extrapolating)
+    assert 0.15 < len(extrapolating) / 200 < 0.35 and interpolating
+
+
 def test_resume_repeats_the_straight_run_exactly(tiny_video_folder, video_folder, tmp_path):
     settings = dict(max_steps=6, checkpoint_every=3, lr_scheduler="cosine", lr_warmup_steps=2, ema=True,
                     caption_dropout=0.5)

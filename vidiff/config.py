@@ -30,6 +30,11 @@ class TrainConfig:
     # share of samples whose timestep is drawn from the noisiest 10 % of the schedule instead of all of it (like
     # diffusers' timestep_bias_strategy="later"): where a clip's layout must come from the caption, not the noise
     high_noise_fraction: float = 0.0
+    # generate: text-to-video. interpolate: Make-A-Video's masked-frame model, learnt by hiding frames; a base video
+    # model is widened on load (vidiff.models.interpolation), so use trainable: all (its new inputs must learn)
+    task: str = "generate"
+    keep_every: list[int] = field(default_factory=lambda: [2, 4, 8])  # interpolate: every k-th frame known, k drawn
+    extrapolate_fraction: float = 0.2  # interpolate: share of clips whose first 1-4 frames alone are known
 
     # --- clips
     num_frames: int = 16
@@ -68,6 +73,7 @@ class TrainConfig:
 
     def check(self) -> None:
         choices = {"trainable": ("temporal", "all", "spatial"), "short_videos": ("stride", "skip"),
+                   "task": ("generate", "interpolate"),
                    "mixed_precision": ("no", "fp16", "bf16")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -78,6 +84,14 @@ class TrainConfig:
                 raise ValueError(f"{key}={getattr(self, key)} must be at least 1")
         if not 0 <= self.caption_dropout <= 1:
             raise ValueError(f"caption_dropout={self.caption_dropout} must be within 0..1")
+        if self.task == "interpolate" and (not self.keep_every or min(self.keep_every) < 2
+                                           or max(self.keep_every) >= self.num_frames):
+            raise ValueError(f"keep_every={self.keep_every} must list gaps within 2..{self.num_frames - 1}")
+        if self.task == "interpolate" and self.validation_prompts:
+            raise ValueError("validation_prompts sample text-to-video clips, which an interpolation model does not "
+                             "make; set validation_prompts: [] for task: interpolate")
+        if not 0 <= self.extrapolate_fraction <= 1:
+            raise ValueError(f"extrapolate_fraction={self.extrapolate_fraction} must be within 0..1")
         if not 0 <= self.high_noise_fraction <= 1:
             raise ValueError(f"high_noise_fraction={self.high_noise_fraction} must be within 0..1")
         for key in ("model", "data"):

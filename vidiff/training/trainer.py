@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from vidiff.atomic import atomic_dir, write_text
 from vidiff.config import TrainConfig
 from vidiff.models.inflate import COMPONENTS, write_model_index
+from vidiff.models.interpolation import extrapolation_mask, interpolation_mask, masked_condition, widen_conv_in
 from vidiff.models.temporal import temporal_named_parameters
 from vidiff.training.checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
 
@@ -109,7 +110,12 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
                               project_dir=str(output), gradient_accumulation_steps=config.gradient_accumulation_steps)
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     pipe = TextToVideoPipeline.from_pretrained(config.model, inflate_image_model=True)
+    if config.task == "interpolate" and pipe.unet.unet.config.in_channels == pipe.vae.config.latent_channels:
+        pipe.unet = widen_conv_in(pipe.unet)  # a base video model: add the masked-frame inputs (zero at start)
     unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
+    if config.task == "interpolate" and unet.unet.config.in_channels != 2 * vae.config.latent_channels + 1:
+        raise ValueError(f"{config.model} has a U-Net with {unet.unet.config.in_channels} input channels; "
+                         "interpolation needs a base video model or an interpolation model")
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     frozen_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
     for model in (vae, text_encoder):  # nn.Module.to: diffusers' .to(dtype) warns about nothing here
@@ -184,7 +190,8 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
             generator = step_generator(config.seed, step, micro, rank)
             with accelerator.accumulate(unet, text_encoder):
                 loss = _loss(batch, unet, vae, text_encoder, tokenizer, noise_scheduler, generator,
-                             config.caption_dropout, device, config.train_text_encoder, config.high_noise_fraction)
+                             config.caption_dropout, device, config.train_text_encoder, config.high_noise_fraction,
+                             (config.keep_every, config.extrapolate_fraction) if config.task == "interpolate" else None)
                 losses = accelerator.gather(loss.detach()[None])
                 if not torch.isfinite(losses).all():
                     raise TrainingDiverged(
@@ -258,8 +265,12 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
 
 
 def _loss(batch, unet, vae, text_encoder, tokenizer, noise_scheduler, generator, dropout, device,
-          train_text_encoder: bool = False, high_noise_fraction: float = 0.0):
-    """Diffusion loss for one batch of clips: (b, c, f, h, w) pixels or cached latent statistics."""
+          train_text_encoder: bool = False, high_noise_fraction: float = 0.0, interpolation=None):
+    """Diffusion loss for one batch of clips: (b, c, f, h, w) pixels or cached latent statistics.
+
+    interpolation: (keep_every, extrapolate_fraction) to train a masked-frame model: each clip gets a mask of known
+    frames, and the U-Net reads the noisy latents with the known frames' clean latents and the mask beside them.
+    """
     with torch.no_grad():
         if "video" in batch:
             frames = rearrange(batch["video"], "b c f h w -> (b f) c h w").to(device, vae.dtype)
@@ -278,12 +289,30 @@ def _loss(batch, unet, vae, text_encoder, tokenizer, noise_scheduler, generator,
     timesteps = _timesteps(noise_scheduler.config.num_train_timesteps, latents.shape[0], high_noise_fraction,
                            generator).to(device)
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+    if interpolation is not None:
+        known = _known_frames(latents.shape[0], latents.shape[2], *interpolation, generator).to(device)
+        noisy = torch.cat([noisy, masked_condition(latents, known)], dim=1)
     if noise_scheduler.config.prediction_type == "v_prediction":
         target = noise_scheduler.get_velocity(latents, noise, timesteps)
     else:
         target = noise
     prediction = unet(noisy, timesteps, texts).sample
     return F.mse_loss(prediction.float(), target.float())
+
+
+def _known_frames(count: int, num_frames: int, keep_every: list[int], extrapolate_fraction: float,
+                  generator) -> torch.Tensor:
+    """(count, f) bool masks: every k-th frame (k drawn from keep_every), or with `extrapolate_fraction` the first
+    1-4 frames only (image animation and continuation)."""
+    masks = []
+    for _ in range(count):
+        if torch.rand(1, generator=generator).item() < extrapolate_fraction:
+            num_known = int(torch.randint(1, 5, (1,), generator=generator))
+            masks.append(extrapolation_mask(num_frames, min(num_known, num_frames - 1)))
+        else:
+            masks.append(interpolation_mask(num_frames, keep_every[int(torch.randint(len(keep_every), (1,),
+                                                                                      generator=generator))]))
+    return torch.stack(masks)
 
 
 def _timesteps(num_train_timesteps: int, count: int, high_noise_fraction: float, generator) -> torch.Tensor:
