@@ -144,7 +144,10 @@ class TextToVideoPipeline(DiffusionPipeline):
         output_type: str = "np",
         decode_chunk_size: int = 8,
         show_progress: bool = True,
+        condition: torch.Tensor | None = None,
     ) -> TextToVideoOutput:
+        """Sample clips. `condition` (b, c + 1, f, h, w): for a masked-frame (interpolation) model, the known frames'
+        latents and the mask (vidiff.models.interpolation.masked_condition), read beside the noisy latents."""
         # 1. Check inputs
         sample_size = self.unet.unet.config.sample_size
         height = sample_size * self.vae_scale_factor if height is None else height
@@ -175,11 +178,21 @@ class TextToVideoPipeline(DiffusionPipeline):
             raise ValueError(f"latents have shape {tuple(latents.shape)}, expected {shape}")
         latents = latents.to(device=device, dtype=self.unet.dtype) * self.scheduler.init_noise_sigma
         step_kwargs = self._step_kwargs(generator, eta)
+        extra = self.unet.unet.config.in_channels - shape[1]
+        if (condition is None) != (extra == 0) or (condition is not None and condition.shape[1] != extra):
+            raise ValueError(f"the U-Net reads {extra} condition channels beside the latents but the condition has "
+                             f"{None if condition is None else condition.shape[1]}; a masked-frame model samples "
+                             "through vidiff.pipelines.interpolate")
+        if condition is not None:
+            condition = condition.to(device=device, dtype=self.unet.dtype)
+            condition = torch.cat([condition] * 2) if guided else condition
 
         # 5. Denoising loop: conditional and unconditional halves as one batch
         for t in self.progress_bar(self.scheduler.timesteps) if show_progress else self.scheduler.timesteps:
             model_input = torch.cat([latents] * 2) if guided else latents
             model_input = self.scheduler.scale_model_input(model_input, t)
+            if condition is not None:
+                model_input = torch.cat([model_input, condition], dim=1)
             noise = self.unet(model_input, t, text).sample
             if guided:
                 uncond, cond = noise.chunk(2)

@@ -1,0 +1,86 @@
+"""Keyframes -> (N - 1) * factor + 1 frames with a masked-frame interpolation model (Make-A-Video, section 3.3).
+
+The model (trained with `task: interpolate`) reads the noisy latents beside the known frames' latents and a mask.
+An input longer than the model's window runs in windows that each start and end on a keyframe; neighbouring
+windows share that keyframe, known to both, so the clip has no seam where they meet. With `keep_known` the input
+frames are returned unchanged, pixel for pixel, at their positions (0, factor, 2 * factor, ...).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from vidiff.models.interpolation import interpolation_mask, masked_condition
+from vidiff.pipelines.text_to_video import TextToVideoPipeline, to_uint8
+
+
+def window_spans(num_keyframes: int, factor: int, max_frames: int) -> list[tuple[int, int]]:
+    """Keyframe index spans (first, last), each window holding (last - first) * factor + 1 <= max_frames frames;
+    consecutive spans share their boundary keyframe."""
+    gaps = (max_frames - 1) // factor
+    if gaps < 1:
+        raise ValueError(f"factor {factor} needs windows of {factor + 1} frames but the model takes at most "
+                         f"{max_frames}; use a factor of at most {max_frames - 1}")
+    return [(first, min(first + gaps, num_keyframes - 1)) for first in range(0, num_keyframes - 1, gaps)]
+
+
+def check_interpolation_inputs(frames: np.ndarray, factor: int, vae_scale: int = 8) -> None:
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 (f, h, w, 3), got {frames.dtype} {tuple(frames.shape)}")
+    if len(frames) < 2:
+        raise ValueError(f"interpolation needs at least 2 frames, got {len(frames)}")
+    if not isinstance(factor, int) or factor < 2:
+        raise ValueError(f"factor {factor!r} must be an integer of at least 2 (frames out = (N - 1) * factor + 1)")
+    if frames.shape[1] % vae_scale or frames.shape[2] % vae_scale:
+        raise ValueError(f"frame size {frames.shape[2]}x{frames.shape[1]} must be a multiple of {vae_scale} for "
+                         "this model's VAE; resize or crop the video first")
+
+
+@torch.no_grad()
+def interpolate(
+    pipe: TextToVideoPipeline,
+    frames: np.ndarray,
+    factor: int,
+    prompt: str = "",
+    num_inference_steps: int = 25,
+    guidance_scale: float = 1.0,
+    seed: int = 0,
+    keep_known: bool = True,
+    max_window: int | None = None,
+    decode_chunk_size: int = 8,
+    show_progress: bool = False,
+) -> np.ndarray:
+    """uint8 frames (N, h, w, 3) -> uint8 frames ((N - 1) * factor + 1, h, w, 3)."""
+    # 1. Check inputs
+    check_interpolation_inputs(frames, factor, pipe.vae_scale_factor)
+    max_window = max_window or pipe.unet.config.max_frames
+    spans = window_spans(len(frames), factor, max_window)
+    device = pipe._execution_device
+    _, height, width, _ = frames.shape
+
+    # 2. Keyframe latents (posterior mode, scaled as in training): (c, N, h/8, w/8)
+    pixels = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    keyframes = torch.cat([
+        pipe.vae.encode(chunk.to(device, pipe.vae.dtype)).latent_dist.mode()
+        for chunk in pixels.split(decode_chunk_size)
+    ]).float().mul(pipe.vae.config.scaling_factor).transpose(0, 1)
+
+    # 3. One window at a time: known latents at 0, factor, ...; the rest sampled
+    pieces = []
+    for index, (first, last) in enumerate(spans):
+        length = (last - first) * factor + 1
+        known = interpolation_mask(length, factor)
+        latents = torch.zeros(1, keyframes.shape[0], length, *keyframes.shape[2:], device=keyframes.device)
+        latents[0, :, known] = keyframes[:, first : last + 1]
+        window = pipe(prompt, num_frames=length, height=height, width=width, num_inference_steps=num_inference_steps,
+                      guidance_scale=guidance_scale, generator=torch.Generator().manual_seed(seed + index),
+                      output_type="latent", show_progress=show_progress,
+                      condition=masked_condition(latents, known)).frames  # (1, c, length, h/8, w/8)
+        pieces.append(window if index == 0 else window[:, :, 1:])  # the shared keyframe once
+
+    # 4. Decode; the known frames go back as they came in
+    out = to_uint8(pipe.decode_latents(torch.cat(pieces, dim=2), decode_chunk_size))[0]
+    if keep_known:
+        out[::factor] = frames
+    return out
