@@ -44,3 +44,12 @@ def test_default_model_draws_the_named_colour_and_shape():
     results = [judge_clip(clip, prompt) for clip, prompt in zip(clips, prompts)]
     assert sum(r["colour_ok"] and r["shape_ok"] for r in results) >= 3, results
     assert np.mean([r["single_object_fraction"] for r in results]) >= 0.9
+
+
+def test_a_small_eval_of_the_default_model_completes_at_its_recommended_guidance(tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["eval", "--split", "heldout", "--clips-per-combo", "1", "--frames", "4", "--steps", "2",
+                 "--device", "cpu", "--out", str(out), "--no-progress"]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert report["settings"]["guidance"] == 1.5 and len(report["per_combo"]) == 8
+    assert "held-out" in (out / "eval.md").read_text()
