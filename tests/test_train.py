@@ -139,10 +139,13 @@ def test_interpolation_task_widens_the_base_model_and_learns_its_masked_inputs(t
     # an interpolation model trains further as it is; a text-to-video model with other inputs is refused
     train(_config(out / "model", video_folder, tmp_path / "again", max_steps=1, task="interpolate", trainable="all",
                   keep_every=[3]))
+    with pytest.raises(ValueError, match="trainable: all"):
+        _config(tiny_video_folder, video_folder, out, task="interpolate", keep_every=[2]).check()
     with pytest.raises(ValueError, match="keep_every"):
-        _config(tiny_video_folder, video_folder, out, task="interpolate", keep_every=[2, 4]).check()  # 4 frames
+        _config(tiny_video_folder, video_folder, out, task="interpolate", keep_every=[2, 4],
+                trainable="all").check()  # 4 frames
     with pytest.raises(ValueError, match="validation_prompts"):
-        _config(tiny_video_folder, video_folder, out, task="interpolate", keep_every=[2],
+        _config(tiny_video_folder, video_folder, out, task="interpolate", keep_every=[2], trainable="all",
                 validation_prompts=["x"]).check()
 
 

@@ -87,6 +87,9 @@ class TrainConfig:
         if self.task == "interpolate" and (not self.keep_every or min(self.keep_every) < 2
                                            or max(self.keep_every) >= self.num_frames):
             raise ValueError(f"keep_every={self.keep_every} must list gaps within 2..{self.num_frames - 1}")
+        if self.task == "interpolate" and self.trainable == "temporal":
+            raise ValueError("task: interpolate with trainable: temporal would never train the masked-frame inputs "
+                             "(conv_in is a spatial layer); set trainable: all")
         if self.task == "interpolate" and self.validation_prompts:
             raise ValueError("validation_prompts sample text-to-video clips, which an interpolation model does not "
                              "make; set validation_prompts: [] for task: interpolate")
