@@ -1,6 +1,6 @@
 """Copy a trained video model folder into the package as the default model (`vidiff/assets/default-model/`).
 
-    python scripts/tiny_default/ship.py outputs/tiny-default/temporal-b/model [--guidance 1.5] [--eval EVAL_JSON]
+    python scripts/tiny_default/ship.py outputs/tiny-default/temporal-a/model [--guidance 1.5] [--eval EVAL_JSON]
 
 Writes the model folder plus `sampling.json` (the guidance scale the model samples best with, which `vidiff
 generate` and `vidiff eval` use when no --guidance is given) and `provenance.json` (where it came from, its

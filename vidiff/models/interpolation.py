@@ -42,8 +42,9 @@ def widen_conv_in(video_unet: VideoUNet, latent_channels: int | None = None) -> 
 
 
 def interpolation_mask(num_frames: int, keep_every: int) -> torch.Tensor:
-    """(f,) bool: frames 0, k, 2k, ... known; the last frame too, so a window always ends on a keyframe when
-    `num_frames - 1` is a multiple of k."""
+    """(f,) bool: frames 0, k, 2k, ... known. The last frame is a keyframe only when `num_frames - 1` is a multiple
+    of k (as in every window of `vidiff.pipelines.interpolate`); otherwise the frames after the last keyframe are
+    extrapolated."""
     if keep_every < 1:
         raise ValueError(f"keep_every={keep_every} must be at least 1")
     known = torch.zeros(num_frames, dtype=torch.bool)
