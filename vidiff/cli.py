@@ -37,6 +37,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     from vidiff.pipelines import generate as gen
+    from vidiff.pipelines.cascade import interpolation_stage, load_interpolation, read_cascade
     from vidiff.pipelines.text_to_video import SCHEDULERS
 
     # 1. Check everything that can be checked without loading a model
@@ -58,6 +59,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     for job in jobs:
         gen.check_output(job.output)
     gen.check_model_settings(model, jobs)
+    stages = read_cascade(model)
+    factor = args.interpolate if args.interpolate is not None else getattr(stages.get("interpolation"), "default", 1)
+    if factor < 1:
+        raise ValueError(f"--interpolate {factor} must be at least 1 (1: no interpolation)")
+    if factor > 1:
+        interpolation_stage(model)
+        if any(job.num_frames < 2 for job in jobs):
+            raise ValueError("--interpolate needs at least 2 frames per clip; raise --num-frames or pass --interpolate 1")
+    if args.interpolate_steps < 1:
+        raise ValueError(f"--interpolate-steps {args.interpolate_steps} must be at least 1")
     device = gen.pick_device(args.device)
     dtype = gen.pick_dtype(args.dtype, device)
     if args.threads is not None:
@@ -82,9 +93,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
         pipe.to(state.device if state.num_processes > 1 and args.device == "auto" else device)
     pipe.unet.set_attention_kernel("auto")
     pipe.set_progress_bar_config(disable=not args.progress or not state.is_local_main_process)
-    written = gen.run_jobs(pipe, jobs, fps=args.fps, scheduler=args.scheduler, model=str(model),
+    post = None
+    if factor > 1:
+        from vidiff.pipelines.interpolate import interpolate
+
+        between = load_interpolation(model, pipe.device, dtype, base_pipe=pipe)
+        between.set_progress_bar_config(disable=True)
+
+        def post(frames, job):
+            out = interpolate(between, frames, factor, prompt=job.prompt, num_inference_steps=args.interpolate_steps,
+                              seed=job.seed, show_progress=args.progress and state.is_local_main_process)
+            return out, {"interpolation": {"factor": factor, "steps": args.interpolate_steps, "base_fps": args.fps,
+                                           "base_frames": len(frames)}}
+    written = gen.run_jobs(pipe, jobs, fps=args.fps * factor, scheduler=args.scheduler, model=str(model),
                            process_index=state.process_index, num_processes=state.num_processes,
-                           load_s=time.perf_counter() - load_start)
+                           load_s=time.perf_counter() - load_start, post=post)
     for path in written:
         print(f"wrote {path}")
     print(f"{len(written)} clip(s) in {time.perf_counter() - start:.1f} s", file=sys.stderr)
@@ -104,18 +127,14 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         raise ValueError(f"--fps {args.fps} must be positive")
     if args.steps < 1:
         raise ValueError(f"--steps {args.steps} must be at least 1")
-    if not args.model:
-        raise ValueError("no interpolation model ships with vidiff yet; pass --model DIR, a model trained with "
-                         "`vidiff train ... task=interpolate`")
+    from vidiff.pipelines.cascade import interpolation_stage, load_interpolation
+
+    model = Path(args.model) if args.model else gen.default_model()
     gen.check_output(args.output)
     if Path(args.output).exists():
         raise FileExistsError(f"{args.output} already exists; choose another -o")
-    gen.check_model_settings(args.model, [])
-    latent = json.loads((Path(args.model) / "vae" / "config.json").read_text()).get("latent_channels", 4)
-    spatial = json.loads((Path(args.model) / "unet" / "config.json").read_text())["spatial_config"]
-    if spatial.get("in_channels") != 2 * latent + 1:
-        raise ValueError(f"{args.model} is not an interpolation model (its U-Net reads {spatial.get('in_channels')} "
-                         f"channels, not {2 * latent + 1}); train one with `vidiff train ... task=interpolate`")
+    gen.check_model_settings(model, [])
+    interpolation_stage(model)  # a cascade naming one, or a masked-frame model itself
     from vidiff.io.video import read_video, write_video
 
     frames, fps = read_video(args.input)  # unreadable or missing input: a one-line error, exit 2
@@ -124,17 +143,15 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     check_interpolation_inputs(frames, args.factor)
 
     # 2. Load and interpolate
-    from vidiff.pipelines.text_to_video import TextToVideoPipeline
-
     device = gen.pick_device(args.device)
-    pipe = TextToVideoPipeline.from_pretrained(args.model, torch_dtype=gen.pick_dtype("auto", device)).to(device)
+    pipe = load_interpolation(model, device, gen.pick_dtype("auto", device))
     pipe.set_progress_bar_config(disable=not args.progress)
     out = interpolate(pipe, frames, args.factor, prompt=args.prompt, num_inference_steps=args.steps, seed=args.seed,
                       show_progress=args.progress)
     out_fps = args.fps if args.fps is not None else fps * args.factor
     write_video(out, args.output, fps=out_fps, metadata={
         "input": str(args.input), "input_frames": len(frames), "input_fps": fps, "factor": args.factor,
-        "model": str(args.model), "steps": args.steps, "seed": args.seed, "prompt": args.prompt,
+        "model": str(model), "steps": args.steps, "seed": args.seed, "prompt": args.prompt,
         "seconds": round(time.perf_counter() - start, 2)})
     print(f"wrote {args.output}: {len(frames)} -> {len(out)} frames at {out_fps:g} fps")
     return 0
@@ -273,7 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", default="ddim", help="ddim (default), dpm++ or euler")
     p.add_argument("--seed", type=int, help="seed of the first clip (then +1 per prompt); random if not given, "
                    "and always written to the sidecar")
-    p.add_argument("--fps", type=int, default=8, help="frames per second of the written clip (default 8)")
+    p.add_argument("--fps", type=int, default=8, help="frames per second of the generated frames (default 8); "
+                   "with --interpolate K the clip is written at K times this")
+    p.add_argument("--interpolate", type=int, metavar="K", help="fill in frames with the model's interpolation stage: "
+                   "N frames -> (N - 1) * K + 1 (default: the model's cascade.json, 4 for the shipped model; 1: off)")
+    p.add_argument("--interpolate-steps", type=int, default=10, help="denoising steps of each interpolation window "
+                   "(default 10)")
     p.add_argument("--dtype", default="auto", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), or e.g. cuda:1, cpu")
     p.add_argument("--cpu-offload", action="store_true", help="keep models on the CPU until used (small GPUs)")
@@ -293,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="any readable video (.mp4 .mov .avi .mkv .webm .gif) or a folder of frames")
     p.add_argument("--factor", type=int, required=True, help="frames out per frame in: N -> (N - 1) * FACTOR + 1")
     p.add_argument("-o", "--output", required=True, help="output path: .mp4 .gif .webm, or a folder for PNGs")
-    p.add_argument("--model", help="interpolation model folder (required until the default model ships one)")
+    p.add_argument("--model", help="a cascade folder naming an interpolation stage, or a model trained with `vidiff "
+                   "train ... task=interpolate` (default: the stage shipped with vidiff, trained on the shapes world)")
     p.add_argument("--fps", type=float, help="output frame rate (default: the input's times --factor)")
     p.add_argument("--steps", type=int, default=25, help="denoising steps per window (default 25)")
     p.add_argument("--prompt", default="", help="optional text describing the video (default: none)")

@@ -35,6 +35,11 @@ class TrainConfig:
     task: str = "generate"
     keep_every: list[int] = field(default_factory=lambda: [2, 4, 8])  # interpolate: every k-th frame known, k drawn
     extrapolate_fraction: float = 0.2  # interpolate: share of clips whose first 1-4 frames alone are known
+    # upscale: a super-resolution model (x4-upscaler layout, vidiff.pipelines.upscale) learns to restore clips that
+    # are blurred (Gaussian, sigma drawn up to lowres_blur_max high-res pixels), downsampled by its scale and
+    # noise-augmented (level drawn up to lowres_noise_max, also its class label); `resolution` is the high-res size
+    lowres_blur_max: float = 1.0
+    lowres_noise_max: int = 250
 
     # --- clips
     num_frames: int = 16
@@ -73,7 +78,7 @@ class TrainConfig:
 
     def check(self) -> None:
         choices = {"trainable": ("temporal", "all", "spatial"), "short_videos": ("stride", "skip"),
-                   "task": ("generate", "interpolate"),
+                   "task": ("generate", "interpolate", "upscale"),
                    "mixed_precision": ("no", "fp16", "bf16")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -90,9 +95,12 @@ class TrainConfig:
         if self.task == "interpolate" and self.trainable == "temporal":
             raise ValueError("task: interpolate with trainable: temporal would never train the masked-frame inputs "
                              "(conv_in is a spatial layer); set trainable: all")
-        if self.task == "interpolate" and self.validation_prompts:
-            raise ValueError("validation_prompts sample text-to-video clips, which an interpolation model does not "
-                             "make; set validation_prompts: [] for task: interpolate")
+        if self.task != "generate" and self.validation_prompts:
+            raise ValueError(f"validation_prompts sample text-to-video clips, which a task: {self.task} model does "
+                             f"not make; set validation_prompts: [] for task: {self.task}")
+        if self.lowres_blur_max < 0 or not 0 <= self.lowres_noise_max <= 1000:
+            raise ValueError(f"lowres_blur_max={self.lowres_blur_max} must be >= 0 and lowres_noise_max="
+                             f"{self.lowres_noise_max} within 0..1000")
         if not 0 <= self.extrapolate_fraction <= 1:
             raise ValueError(f"extrapolate_fraction={self.extrapolate_fraction} must be within 0..1")
         if not 0 <= self.high_noise_fraction <= 1:

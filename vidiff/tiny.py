@@ -115,3 +115,35 @@ def make_tiny_sd(folder: str | os.PathLike, width: int = 32, seed: int = 0) -> P
     )
     pipe.save_pretrained(folder, safe_serialization=True)
     return Path(folder)
+
+
+def make_tiny_upscaler(folder: str | os.PathLike, width: int = 32, seed: int = 0, vae_blocks: int = 3,
+                       in_channels: int = 7, vae=None, text_encoder=None, tokenizer=None) -> Path:
+    """Write a tiny Stable Diffusion x4-upscaler folder (diffusers' StableDiffusionUpscalePipeline layout, random
+    weights): the x4 upscaler's U-Net layout at `width`, a `vae_blocks`-block VAE (3: 4x, as the real one), DDIM
+    sampling and the DDPM low-res noise schedule. `in_channels` 4 + 3 r^2 folds larger low-res frames (vidiff)."""
+    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionUpscalePipeline, UNet2DConditionModel
+
+    from vidiff.models.configs import X4_UPSCALER_UNET
+
+    tokenizer = tokenizer or make_tokenizer()
+    text_encoder = text_encoder or make_text_encoder(tokenizer, width=width, seed=seed)
+    if vae is None:
+        torch.manual_seed(seed)
+        vae = AutoencoderKL(down_block_types=["DownEncoderBlock2D"] * vae_blocks,
+                            up_block_types=["UpDecoderBlock2D"] * vae_blocks,
+                            block_out_channels=[width // 2] + [width] * (vae_blocks - 1), layers_per_block=1,
+                            latent_channels=4, norm_num_groups=8, scaling_factor=0.08333,
+                            mid_block_add_attention=vae_blocks > 2).eval()
+    torch.manual_seed(seed)
+    config = {**scaled(X4_UPSCALER_UNET, width=width, cross_attention_dim=text_encoder.config.hidden_size),
+              "in_channels": in_channels}
+    unet = UNet2DConditionModel(**config).eval()
+    with torch.no_grad():  # diffusers zero-initialises conv_out; random, so that outputs carry signal
+        unet.conv_out.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(seed))
+    pipe = StableDiffusionUpscalePipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=make_scheduler(),
+        low_res_scheduler=DDPMScheduler(beta_schedule="linear", beta_start=1e-4, beta_end=0.02), max_noise_level=350,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return Path(folder)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from vidiff.atomic import atomic_dir
 from vidiff.models.inflate import COMPONENTS, component_classes, write_model_index
+from vidiff.pipelines.cascade import CASCADE_FILE, read_cascade
 from vidiff.pipelines.generate import DEFAULT_MODEL_DIR, SAMPLING_FILE
 
 MAX_BYTES = 30_000_000  # the cap on the shipped weights
@@ -40,6 +41,10 @@ def main(argv=None) -> Path:
         write_model_index(tmp, component_classes(args.model))  # a TextToVideoPipeline index, whatever the source
         (tmp / SAMPLING_FILE).write_text(json.dumps({"guidance": args.guidance}, indent=2) + "\n")
         (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+        for stage in read_cascade(DEFAULT_MODEL_DIR).values():  # later stages (ship_stage.py) stay
+            shutil.copytree(stage.path, tmp / stage.path.name)
+        if (DEFAULT_MODEL_DIR / CASCADE_FILE).is_file():
+            shutil.copy2(DEFAULT_MODEL_DIR / CASCADE_FILE, tmp / CASCADE_FILE)
     print(f"shipped {args.model} ({weights / 1e6:.1f} MB of weights) to {DEFAULT_MODEL_DIR}")
     return DEFAULT_MODEL_DIR
 

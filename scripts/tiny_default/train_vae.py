@@ -13,7 +13,7 @@ latents of training frames, so that scaled latents have unit std for the diffusi
 Writes (all atomically, built beside the destination and renamed into place):
   OUT/                      the VAE, `AutoencoderKL.save_pretrained(OUT, safe_serialization=True)`
   OUT-checkpoint/           the latest training state (weights, optimizer, state.json with the step)
-  OUT/../vae_metrics.json   held-out PSNR, the pixel judge on reconstructed held-out clips, the scaling factor
+  OUT/../NAME_metrics.json  (NAME: the last part of OUT) held-out PSNR, the pixel judge on reconstructed held-out clips, the scaling factor
 
 Every random draw of step `i` comes from generators seeded by (seed, i), so a resumed run repeats the straight run.
 """
@@ -57,6 +57,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seeds the initial weights and every training draw")
     parser.add_argument("--width", type=int, default=32, help="block_out_channels = [w/2, w, w, w]; a multiple of 16")
     parser.add_argument("--layers", type=int, default=1, help="resnet layers per block (SD: 2)")
+    parser.add_argument("--blocks", type=int, default=4, help="encoder/decoder blocks: downscale 2^(blocks-1) (default "
+                        "4, 8x as SD; 2 for the 2x VAE of the tiny upscaler, as the x4 upscaler's VAE is 4x)")
+    parser.add_argument("--frames-per-clip", type=int, default=1, help="training frames taken from each rendered "
+                        "clip (default 1; 4 at 128 pixels, where rendering is slower than the step)")
+    parser.add_argument("--size", type=int, default=64, help="frame side in pixels (default 64; 128 for the upscaler)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
     parser.add_argument("--kl-weight", type=float, default=1e-6, help="KL weight against the per-image summed L1")
@@ -87,14 +92,15 @@ def torch_generator(seed: int, stream: int, index: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, stream, index]).generate_state(1)[0]))
 
 
-def random_frames(rng: np.random.Generator, count: int, split: str) -> np.ndarray:
-    """`count` frames uint8 (b, h, w, 3), each from a random combination of `split`, clip seed and frame index."""
+def random_frames(rng: np.random.Generator, count: int, split: str, per_clip: int = 1) -> np.ndarray:
+    """`count` frames uint8 (b, h, w, 3), each from a random combination of `split`, clip seed and frame index;
+    `per_clip` frames from each rendered clip (rendering dominates a step at 128 pixels)."""
     combos = combinations(split)
     frames = []
-    for _ in range(count):
+    while len(frames) < count:
         colour, shape, direction = combos[rng.integers(len(combos))]
         clip = render_clip(colour, shape, direction, NUM_FRAMES, SIZE, seed=int(rng.integers(2**31)))
-        frames.append(clip[rng.integers(NUM_FRAMES)])
+        frames += [clip[rng.integers(NUM_FRAMES)] for _ in range(min(per_clip, count - len(frames)))]
     return np.stack(frames)
 
 
@@ -113,11 +119,15 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def build_vae(width: int, layers: int, seed: int) -> AutoencoderKL:
-    """`vidiff.tiny.make_vae`'s AutoencoderKL, with `layers` resnets per block."""
-    config = {**make_vae(width=width, seed=seed).config, "layers_per_block": layers}
+def build_vae(width: int, layers: int, seed: int, blocks: int = 4) -> AutoencoderKL:
+    """`vidiff.tiny.make_vae`'s AutoencoderKL, with `layers` resnets per block and `blocks` blocks."""
+    config = {**make_vae(width=width, seed=seed).config, "layers_per_block": layers,
+              "down_block_types": ["DownEncoderBlock2D"] * blocks, "up_block_types": ["UpDecoderBlock2D"] * blocks,
+              "block_out_channels": ([width // 2] + [width] * 3)[:blocks],
+              # a 2x VAE's mid block sits at half the frame size: attention there is quadratic in its pixels
+              "mid_block_add_attention": blocks > 2}
     torch.manual_seed(seed)
-    return AutoencoderKL.from_config(config)
+    return AutoencoderKL.from_config({k: v for k, v in config.items() if not k.startswith("_")})
 
 
 def learning_rate(step: int, steps: int, peak: float) -> float:
@@ -239,7 +249,9 @@ def main(argv=None) -> dict:
 
 def run(args) -> dict:
     # 1. Model and optimizer, from the checkpoint when resuming
-    vae = build_vae(args.width, args.layers, args.seed).to(args.device).train()
+    global SIZE
+    SIZE = args.size  # every frame rendered from here on (training and measurements) has this side
+    vae = build_vae(args.width, args.layers, args.seed, args.blocks).to(args.device).train()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     ckpt = checkpoint_path(args.out)
     state = {"step": 0, "train_seconds": 0.0}
@@ -261,7 +273,8 @@ def run(args) -> dict:
         lr = learning_rate(step, args.steps, args.lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        images = to_tensor(random_frames(stream_rng(args.seed, TRAIN_STREAM, step), args.batch_size, "train"),
+        images = to_tensor(random_frames(stream_rng(args.seed, TRAIN_STREAM, step), args.batch_size, "train",
+                                         args.frames_per_clip),
                            args.device)
         loss, l1, kl = vae_loss(vae, images, torch_generator(args.seed, TRAIN_STREAM, step), args.kl_weight)
         if not torch.isfinite(loss):
@@ -314,7 +327,7 @@ def run(args) -> dict:
         "scaled_latent_std_heldout": heldout_std * vae.config.scaling_factor,
         **evaluate(vae),
     }
-    write_text(args.out.parent / "vae_metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_text(args.out.parent / f"{args.out.name}_metrics.json", json.dumps(metrics, indent=2) + "\n")
     print(json.dumps(metrics, indent=2))
     return metrics
 

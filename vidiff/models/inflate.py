@@ -57,6 +57,8 @@ def _assert_only_temporal_new(video: VideoUNet, unet2d: UNet2DConditionModel) ->
 
 # Components a Stable Diffusion folder must have for a complete video model, besides the U-Net.
 COMPONENTS = ("vae", "text_encoder", "tokenizer", "scheduler")
+# an upscaler (Stable Diffusion x4 upscaler layout) also has the DDPM schedule that noise-augments its low-res input
+EXTRA_COMPONENTS = ("low_res_scheduler",)
 DEFAULT_CLASSES = {
     "vae": ["diffusers", "AutoencoderKL"],
     "text_encoder": ["transformers", "CLIPTextModel"],
@@ -91,9 +93,12 @@ def inflate_model_folder(
     video = _inflate(UNet2DConditionModel.from_pretrained(base / "unet"), motion_adapter, options)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         video.save_pretrained(tmp / "unet")
-        for name in COMPONENTS:
-            shutil.copytree(base / name, tmp / name)
-        write_model_index(tmp, component_classes(base))
+        for name in (*COMPONENTS, *EXTRA_COMPONENTS):
+            if name in COMPONENTS or (base / name).is_dir():
+                shutil.copytree(base / name, tmp / name)
+        index_path = base / "model_index.json"
+        write_model_index(tmp, component_classes(base),
+                          extra_from=json.loads(index_path.read_text()) if index_path.is_file() else None)
     return out
 
 
@@ -141,11 +146,18 @@ def check_model_folder(folder: str | os.PathLike, components: tuple[str, ...]) -
         raise FileNotFoundError(f"{folder / 'unet'} has no config.json")
 
 
-def write_model_index(folder: Path, classes: dict[str, list[str]]) -> None:
+def write_model_index(folder: Path, classes: dict[str, list[str]], extra_from: dict | None = None) -> None:
+    """model_index.json of a video model; `extra_from` (the source's index) carries an upscaler's low-res
+    scheduler and max_noise_level over, and makes the folder an UpscalePipeline."""
     from vidiff import __version__
 
     index = {"_class_name": "TextToVideoPipeline", "_vidiff_version": __version__, "unet": ["vidiff", "VideoUNet"]}
     index.update({name: classes[name] for name in COMPONENTS})
+    extra_from = extra_from or {}
+    if all(extra_from.get(name) for name in EXTRA_COMPONENTS):
+        index["_class_name"] = "UpscalePipeline"
+        index.update({name: extra_from[name] for name in EXTRA_COMPONENTS})
+        index["max_noise_level"] = extra_from.get("max_noise_level", 350)
     write_text(folder / "model_index.json", json.dumps(index, indent=2) + "\n")
 
 

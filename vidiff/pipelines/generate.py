@@ -167,8 +167,11 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def run_jobs(pipe, jobs: list[Job], fps: int, scheduler: str, model: str, process_index: int = 0,
-             num_processes: int = 1, writer=None, load_s: float | None = None) -> list[Path]:
-    """Generate and write this process's share of `jobs` (every `num_processes`-th, from `process_index`)."""
+             num_processes: int = 1, writer=None, load_s: float | None = None, post=None) -> list[Path]:
+    """Generate and write this process's share of `jobs` (every `num_processes`-th, from `process_index`).
+
+    `post(frames, job) -> (frames, metadata)`, if given, runs the later cascade stages on each clip before writing;
+    `fps` is the rate of what is written."""
     from vidiff import __version__
 
     if writer is None:
@@ -182,11 +185,16 @@ def run_jobs(pipe, jobs: list[Job], fps: int, scheduler: str, model: str, proces
             width=job.width, num_inference_steps=job.steps, guidance_scale=job.guidance, generator=generator,
         ).frames[0]
         sample_s = time.perf_counter() - start
+        stages = {}
+        if post is not None:
+            frames, stages = post(frames, job)
         metadata = {
             **dataclasses.asdict(job), "scheduler": scheduler, "model": str(model), "vidiff_version": __version__,
             "num_frames": int(frames.shape[0]), "height": int(frames.shape[1]), "width": int(frames.shape[2]),
             "fps": fps, "device": str(pipe.device), "dtype": str(pipe.unet.dtype).removeprefix("torch."),
-            "timings": {"sample_s": round(sample_s, 3), "load_s": None if load_s is None else round(load_s, 3)},
+            "timings": {"sample_s": round(sample_s, 3), "load_s": None if load_s is None else round(load_s, 3),
+                        **({"stages_s": round(time.perf_counter() - start - sample_s, 3)} if stages else {})},
+            **stages,
         }
         written.append(Path(writer(frames, job.output, fps=fps, metadata=metadata)))
     return written

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from vidiff.atomic import atomic_dir, write_text
 from vidiff.config import TrainConfig
-from vidiff.models.inflate import COMPONENTS, write_model_index
+from vidiff.models.inflate import COMPONENTS, EXTRA_COMPONENTS, write_model_index
 from vidiff.models.interpolation import extrapolation_mask, interpolation_mask, masked_condition, widen_conv_in
 from vidiff.models.temporal import temporal_named_parameters
 from vidiff.training.checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
@@ -62,9 +62,12 @@ class ClipSampler(torch.utils.data.Sampler):
 
 
 class LatentCache(torch.utils.data.Dataset):
-    """Each clip encoded once by the VAE (fixed start, centre crop): the latent mean and std, plus the caption."""
+    """Each clip encoded once by the VAE (fixed start, centre crop): the latent mean and std, plus the caption.
+    With `lowres_scale` (task: upscale) also the clip downsampled by that factor, unblurred (c, f, h, w)."""
 
-    def __init__(self, dataset, vae, device, batch_size: int = 4):
+    def __init__(self, dataset, vae, device, batch_size: int = 4, lowres_scale: int | None = None):
+        from vidiff.pipelines.upscale import degrade
+
         self.items = []
         for index in tqdm(range(len(dataset)), desc="caching latents", leave=False):
             item = dataset[index]
@@ -72,6 +75,8 @@ class LatentCache(torch.utils.data.Dataset):
             dist = vae.encode(frames).latent_dist
             mean, std = (rearrange(t, "f c h w -> c f h w").cpu() for t in (dist.mean, dist.std))
             self.items.append({"mean": mean, "std": std, "caption": item["caption"]})
+            if lowres_scale:
+                self.items[-1]["lowres"] = degrade(item["video"][None], lowres_scale)[0]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -109,7 +114,10 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
     accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with=_tracker(),
                               project_dir=str(output), gradient_accumulation_steps=config.gradient_accumulation_steps)
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
-    pipe = TextToVideoPipeline.from_pretrained(config.model, inflate_image_model=True)
+    pipeline_class = TextToVideoPipeline
+    if config.task == "upscale":
+        from vidiff.pipelines.upscale import UpscalePipeline as pipeline_class
+    pipe = pipeline_class.from_pretrained(config.model, inflate_image_model=True)
     if config.task == "interpolate" and pipe.unet.unet.config.in_channels == pipe.vae.config.latent_channels:
         pipe.unet = widen_conv_in(pipe.unet)  # a base video model: add the masked-frame inputs (zero at start)
     unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
@@ -141,7 +149,7 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
                                    frame_stride=config.frame_stride, target_fps=config.target_fps,
                                    short_videos=config.short_videos, train=False, seed=config.seed)
         with torch.no_grad():
-            dataset = LatentCache(fixed, vae, device)
+            dataset = LatentCache(fixed, vae, device, lowres_scale=getattr(pipe, "scale", None))
 
     # 3. Optimizer, LR schedule, EMA
     optimizer = torch.optim.AdamW(trained.values(), lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -191,7 +199,8 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
             with accelerator.accumulate(unet, text_encoder):
                 loss = _loss(batch, unet, vae, text_encoder, tokenizer, noise_scheduler, generator,
                              config.caption_dropout, device, config.train_text_encoder, config.high_noise_fraction,
-                             (config.keep_every, config.extrapolate_fraction) if config.task == "interpolate" else None)
+                             (config.keep_every, config.extrapolate_fraction) if config.task == "interpolate" else None,
+                             _Upscaling(pipe, config) if config.task == "upscale" else None)
                 losses = accelerator.gather(loss.detach()[None])
                 if not torch.isfinite(losses).all():
                     raise TrainingDiverged(
@@ -264,12 +273,37 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
     return summary
 
 
+class _Upscaling:
+    """What the loss of a super-resolution model needs: its scale and fold, the low-res noise schedule, the ranges."""
+
+    def __init__(self, pipe, config: TrainConfig):
+        self.scale, self.fold, self.low_res_scheduler = pipe.scale, pipe.fold, pipe.low_res_scheduler
+        self.blur_max, self.noise_max = config.lowres_blur_max, config.lowres_noise_max
+
+    def condition(self, batch, generator, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(b, 3 r^2, f, h, w) degraded, noise-augmented, folded low-res clips and their (b,) noise levels."""
+        from vidiff.pipelines.upscale import degrade, fold_lowres
+
+        count = len(batch["caption"])
+        sigmas = (torch.rand(count, generator=generator) * self.blur_max).tolist()
+        if "lowres" in batch:  # cached unblurred: blur at low resolution (sigma in high-res pixels / scale)
+            lowres = torch.cat([degrade(batch["lowres"][i : i + 1], 1, s / self.scale) for i, s in enumerate(sigmas)])
+        else:
+            lowres = torch.cat([degrade(batch["video"][i : i + 1], self.scale, s) for i, s in enumerate(sigmas)])
+        levels = torch.randint(0, self.noise_max + 1, (count,), generator=generator)
+        noise = torch.randn(lowres.shape, generator=generator)
+        lowres = self.low_res_scheduler.add_noise(lowres.float(), noise, levels)
+        return fold_lowres(lowres, self.fold).to(device), levels.to(device)
+
+
 def _loss(batch, unet, vae, text_encoder, tokenizer, noise_scheduler, generator, dropout, device,
-          train_text_encoder: bool = False, high_noise_fraction: float = 0.0, interpolation=None):
+          train_text_encoder: bool = False, high_noise_fraction: float = 0.0, interpolation=None, upscaling=None):
     """Diffusion loss for one batch of clips: (b, c, f, h, w) pixels or cached latent statistics.
 
     interpolation: (keep_every, extrapolate_fraction) to train a masked-frame model: each clip gets a mask of known
     frames, and the U-Net reads the noisy latents with the known frames' clean latents and the mask beside them.
+    upscaling: a `_Upscaling` to train a super-resolution model: the U-Net reads the noisy latents with the
+    degraded low-resolution clip beside them and the low-res noise level as its class label.
     """
     with torch.no_grad():
         if "video" in batch:
@@ -292,11 +326,15 @@ def _loss(batch, unet, vae, text_encoder, tokenizer, noise_scheduler, generator,
     if interpolation is not None:
         known = _known_frames(latents.shape[0], latents.shape[2], *interpolation, generator).to(device)
         noisy = torch.cat([noisy, masked_condition(latents, known)], dim=1)
+    labels = None
+    if upscaling is not None:
+        condition, labels = upscaling.condition(batch, generator, device)
+        noisy = torch.cat([noisy, condition.to(noisy.dtype)], dim=1)
     if noise_scheduler.config.prediction_type == "v_prediction":
         target = noise_scheduler.get_velocity(latents, noise, timesteps)
     else:
         target = noise
-    prediction = unet(noisy, timesteps, texts).sample
+    prediction = unet(noisy, timesteps, texts, class_labels=labels).sample
     return F.mse_loss(prediction.float(), target.float())
 
 
@@ -361,12 +399,13 @@ def _save_model_folder(unet, source: Path, target: Path, text_encoder=None) -> N
         unet.save_pretrained(tmp / "unet")
         if text_encoder is not None:
             text_encoder.save_pretrained(tmp / "text_encoder", safe_serialization=True)
-        for name in COMPONENTS:
-            if not (tmp / name).exists():
+        for name in (*COMPONENTS, *EXTRA_COMPONENTS):
+            if not (tmp / name).exists() and (source / name).is_dir():
                 shutil.copytree(source / name, tmp / name)
         index_path = source / "model_index.json"
         index = json.loads(index_path.read_text()) if index_path.is_file() else {}
-        write_model_index(tmp, {name: index.get(name) for name in COMPONENTS} | _missing_classes(index))
+        write_model_index(tmp, {name: index.get(name) for name in COMPONENTS} | _missing_classes(index),
+                          extra_from=index)
 
 
 def _missing_classes(index: dict) -> dict:
