@@ -87,7 +87,7 @@ def real_eval(pipe, factor, steps, size, num_frames, progress) -> dict:
 
 def markdown(report: dict) -> str:
     s = report["settings"]
-    lines = [f"# Frame interpolation: model vs baselines", "",
+    lines = ["# Frame interpolation: model vs baselines", "",
              f"Model `{s['model']}`, {s['steps']} DDIM steps per window, prompt: {s['prompt']}; "
              f"{s['device']}, torch {s['torch']}; {s['seconds']:.0f} s.", "",
              "## Held-out shapes clips (the missing frames only)", "",

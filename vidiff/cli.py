@@ -37,7 +37,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     from vidiff.pipelines import generate as gen
-    from vidiff.pipelines.cascade import interpolation_stage, load_interpolation, read_cascade
+    from vidiff.pipelines.cascade import interpolation_stage, read_cascade, upscaler_geometry
     from vidiff.pipelines.text_to_video import SCHEDULERS
 
     # 1. Check everything that can be checked without loading a model
@@ -69,6 +69,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
             raise ValueError("--interpolate needs at least 2 frames per clip; raise --num-frames or pass --interpolate 1")
     if args.interpolate_steps < 1:
         raise ValueError(f"--interpolate-steps {args.interpolate_steps} must be at least 1")
+    scale = args.upscale if args.upscale is not None else getattr(stages.get("upscale"), "default", 1)
+    if scale < 1:
+        raise ValueError(f"--upscale {scale} must be at least 1 (1: no upscaling)")
+    if scale > 1:
+        from vidiff.pipelines.upscale import upscale_passes
+
+        model_scale, fold = upscaler_geometry(model)
+        upscale_passes(scale, model_scale)
+        for job in jobs:
+            if (job.height or 0) % fold or (job.width or 0) % fold:
+                raise ValueError(f"{job.width}x{job.height} frames must be multiples of {fold} to upscale")
+        if args.upscale_steps < 1:
+            raise ValueError(f"--upscale-steps {args.upscale_steps} must be at least 1")
     device = gen.pick_device(args.device)
     dtype = gen.pick_dtype(args.dtype, device)
     if args.threads is not None:
@@ -94,17 +107,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     pipe.unet.set_attention_kernel("auto")
     pipe.set_progress_bar_config(disable=not args.progress or not state.is_local_main_process)
     post = None
-    if factor > 1:
-        from vidiff.pipelines.interpolate import interpolate
-
-        between = load_interpolation(model, pipe.device, dtype, base_pipe=pipe)
-        between.set_progress_bar_config(disable=True)
-
-        def post(frames, job):
-            out = interpolate(between, frames, factor, prompt=job.prompt, num_inference_steps=args.interpolate_steps,
-                              seed=job.seed, show_progress=args.progress and state.is_local_main_process)
-            return out, {"interpolation": {"factor": factor, "steps": args.interpolate_steps, "base_fps": args.fps,
-                                           "base_frames": len(frames)}}
+    if factor > 1 or scale > 1:
+        post = cascade_stages(args, model, pipe, dtype, factor, scale, args.progress and state.is_local_main_process)
     written = gen.run_jobs(pipe, jobs, fps=args.fps * factor, scheduler=args.scheduler, model=str(model),
                            process_index=state.process_index, num_processes=state.num_processes,
                            load_s=time.perf_counter() - load_start, post=post)
@@ -112,6 +116,35 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
     print(f"{len(written)} clip(s) in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0
+
+
+def cascade_stages(args, model, pipe, dtype, factor: int, scale: int, progress: bool):
+    """post(frames, job) for run_jobs: interpolation by `factor`, then super-resolution by `scale` (1: skipped)."""
+    from vidiff.pipelines.cascade import load_interpolation, load_upscaler
+    from vidiff.pipelines.interpolate import interpolate
+    from vidiff.pipelines.upscale import upscale, upscale_passes
+
+    between = load_interpolation(model, pipe.device, dtype, base_pipe=pipe) if factor > 1 else None
+    upscaler = load_upscaler(model, pipe.device, dtype, base_pipe=pipe) if scale > 1 else None
+    if upscaler is not None:
+        upscale_passes(scale, upscaler.scale)
+    for stage in (between, upscaler):
+        if stage is not None:
+            stage.set_progress_bar_config(disable=True)
+
+    def post(frames, job):
+        meta = {"base": {"frames": len(frames), "fps": args.fps, "size": [int(frames.shape[2]), int(frames.shape[1])]}}
+        if between is not None:
+            frames = interpolate(between, frames, factor, prompt=job.prompt, num_inference_steps=args.interpolate_steps,
+                                 seed=job.seed, show_progress=progress)
+            meta["interpolation"] = {"factor": factor, "steps": args.interpolate_steps}
+        if upscaler is not None:
+            frames = upscale(upscaler, frames, scale, num_inference_steps=args.upscale_steps, seed=job.seed,
+                             show_progress=progress)
+            meta["upscale"] = {"scale": scale, "steps": args.upscale_steps}
+        return frames, meta
+
+    return post
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
@@ -155,6 +188,60 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         "seconds": round(time.perf_counter() - start, 2)})
     print(f"wrote {args.output}: {len(frames)} -> {len(out)} frames at {out_fps:g} fps")
     return 0
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
+    import time
+
+    from vidiff.pipelines import generate as gen
+    from vidiff.pipelines.cascade import load_upscaler, upscaler_geometry
+
+    start = time.perf_counter()
+    # 1. Check everything that can be checked without loading a model
+    check_upscale_settings(args)
+    model = Path(args.model) if args.model else gen.default_model()
+    gen.check_output(args.output)
+    if Path(args.output).exists():
+        raise FileExistsError(f"{args.output} already exists; choose another -o")
+    model_scale, fold = upscaler_geometry(model)  # a cascade naming an upscale stage, or an upscaler itself
+    from vidiff.pipelines.upscale import upscale, upscale_passes
+
+    upscale_passes(args.scale, model_scale)
+    from vidiff.io.video import read_video, write_video
+
+    frames, fps = read_video(args.input)  # unreadable or missing input: a one-line error, exit 2
+    if frames.shape[1] % fold or frames.shape[2] % fold:
+        raise ValueError(f"frame size {frames.shape[2]}x{frames.shape[1]} must be a multiple of {fold} for this "
+                         "upscaler; resize or crop the video first")
+
+    # 2. Load and upscale
+    device = gen.pick_device(args.device)
+    pipe = load_upscaler(model, device, gen.pick_dtype("auto", device))
+    pipe.set_progress_bar_config(disable=not args.progress)
+    out = upscale(pipe, frames, args.scale, prompt=args.prompt, num_inference_steps=args.steps,
+                  noise_level=args.noise_level, seed=args.seed, shared_noise=not args.independent_noise,
+                  window=args.window, overlap=args.overlap, show_progress=args.progress)
+    write_video(out, args.output, fps=fps, metadata={
+        "input": str(args.input), "input_size": [int(frames.shape[2]), int(frames.shape[1])], "scale": args.scale,
+        "model": str(model), "steps": args.steps, "noise_level": args.noise_level, "seed": args.seed,
+        "prompt": args.prompt, "shared_noise": not args.independent_noise, "window": args.window,
+        "seconds": round(time.perf_counter() - start, 2)})
+    print(f"wrote {args.output}: {frames.shape[2]}x{frames.shape[1]} -> {out.shape[2]}x{out.shape[1]}, "
+          f"{len(out)} frames")
+    return 0
+
+
+def check_upscale_settings(args: argparse.Namespace) -> None:
+    if args.scale < 2:
+        raise ValueError(f"--scale {args.scale} must be at least 2")
+    if args.steps < 1:
+        raise ValueError(f"--steps {args.steps} must be at least 1")
+    if not 0 <= args.noise_level <= 350:
+        raise ValueError(f"--noise-level {args.noise_level} must be within 0..350")
+    if args.window is not None and args.window < 2:
+        raise ValueError(f"--window {args.window} must be at least 2 frames")
+    if args.overlap < 0 or (args.window is not None and args.overlap >= args.window):
+        raise ValueError(f"--overlap {args.overlap} must be at least 0 and below --window")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -296,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "N frames -> (N - 1) * K + 1 (default: the model's cascade.json, 4 for the shipped model; 1: off)")
     p.add_argument("--interpolate-steps", type=int, default=10, help="denoising steps of each interpolation window "
                    "(default 10)")
+    p.add_argument("--upscale", type=int, metavar="S", help="then raise the resolution S times with the model's "
+                   "super-resolution stage (default: the model's cascade.json, 2 for the shipped model; 1: off)")
+    p.add_argument("--upscale-steps", type=int, default=10, help="denoising steps of the upscaler (default 10)")
     p.add_argument("--dtype", default="auto", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), or e.g. cuda:1, cpu")
     p.add_argument("--cpu-offload", action="store_true", help="keep models on the CPU until used (small GPUs)")
@@ -324,6 +414,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), or e.g. cuda:1, cpu")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     p.set_defaults(func=cmd_interpolate)
+
+    p = sub.add_parser(
+        "upscale",
+        help="raise a video's resolution with the super-resolution stage (temporally consistent upscaler)",
+        description="Upscale every frame of a video with a diffusion upscaler (Stable Diffusion x4-upscaler layout "
+        "with temporal layers). Every frame starts from the same noise so invented detail agrees across frames; "
+        "long videos run in overlapping windows of frames (--window, --overlap), which with the chunked VAE "
+        "decode bound the memory.",
+    )
+    p.add_argument("input", help="any readable video (.mp4 .mov .avi .mkv .webm .gif) or a folder of frames")
+    p.add_argument("--scale", type=int, required=True, help="size factor: the model's own scale (2 for the "
+                   "shipped stage, 4 for an x4 upscaler) or a power of it, run in passes")
+    p.add_argument("-o", "--output", required=True, help="output path: .mp4 .gif .webm, or a folder for PNGs")
+    p.add_argument("--model", help="a cascade folder naming an upscale stage, or an upscaler model folder "
+                   "(default: the stage shipped with vidiff, trained on the shapes world)")
+    p.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
+    p.add_argument("--noise-level", type=int, default=20, help="noise added to the low-res frames, 0..350 "
+                   "(default 20, as Stable Diffusion's upscaler); more hides compression artefacts")
+    p.add_argument("--prompt", default="", help="optional text describing the video (default: none)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the starting noise (default 0)")
+    p.add_argument("--window", type=int, help="frames per U-Net call (default: the model's max_frames); lower "
+                   "to use less memory")
+    p.add_argument("--overlap", type=int, default=4, help="frames shared by neighbouring windows (default 4)")
+    p.add_argument("--independent-noise", action="store_true", help="start every frame from its own noise "
+                   "(flickers more; for comparison)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), or e.g. cuda:1, cpu")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    p.set_defaults(func=cmd_upscale)
 
     p = sub.add_parser(
         "train",

@@ -104,3 +104,75 @@ def load_interpolation(model: str | os.PathLike, device: torch.device, dtype: to
         return load_stage(base_pipe, stage, dtype)
     unet = VideoUNet.from_pretrained(stage.path / "unet", torch_dtype=dtype)  # the base U-Net is never loaded
     return TextToVideoPipeline.from_pretrained(model, unet=unet, torch_dtype=dtype).to(device)
+
+
+def upscale_stage(model: str | os.PathLike) -> Stage:
+    """The super-resolution stage of `model`: the one its cascade.json names, or the folder itself when it is an
+    upscaler (a U-Net reading latents + low-res frames). Checks configs only; loads no weights."""
+    from vidiff.pipelines.upscale import lowres_fold
+
+    model = Path(model)
+    stage = read_cascade(model).get("upscale") or Stage("upscale", model, 0)
+    unet = stage_unet_config(stage) if (stage.path / "unet" / "config.json").is_file() else {}
+    vae_dir = stage.path / "vae" if (stage.path / "vae").is_dir() else model / "vae"
+    latent = json.loads((vae_dir / "config.json").read_text()).get("latent_channels", 4) if vae_dir.is_dir() else 4
+    try:
+        lowres_fold(unet.get("spatial_config", {}).get("in_channels", 0), latent)
+    except ValueError:
+        raise ValueError(f"{model} has no upscale stage: no cascade.json names one, and its own U-Net is not an "
+                         "upscaler; inflate a Stable Diffusion x4 upscaler folder with `vidiff inflate`, or train "
+                         "one with `vidiff train ... task=upscale`") from None
+    return stage
+
+
+def load_upscaler(model: str | os.PathLike, device: torch.device, dtype: torch.dtype, base_pipe=None):
+    """An UpscalePipeline from a cascade's upscale stage (the base lends what the stage folder lacks; a
+    `base_pipe` already loaded lends its modules) or from an upscaler model folder."""
+    from diffusers import DDPMScheduler
+
+    from vidiff.models.video_unet import VideoUNet
+    from vidiff.pipelines.upscale import UpscalePipeline
+
+    model = Path(model)
+    stage = upscale_stage(model)
+    if stage.path == model:
+        return UpscalePipeline.from_pretrained(model, torch_dtype=dtype).to(device)
+    shared = dict(base_pipe.components) if base_pipe is not None else {}
+    components = {}
+    for name in ("vae", "text_encoder", "tokenizer", "scheduler"):
+        own = (stage.path / name).is_dir()
+        if name in shared and not own and name != "scheduler":  # a scheduler keeps state: never shared
+            components[name] = shared[name]
+            continue
+        cls = _component_class(model, name)
+        kwargs = {"torch_dtype": dtype} if name in ("vae", "text_encoder") else {}
+        components[name] = cls.from_pretrained((stage.path if own else model) / name, **kwargs)
+    low_res = stage.path / "low_res_scheduler"
+    components["low_res_scheduler"] = (DDPMScheduler.from_pretrained(low_res) if low_res.is_dir() else
+                                       DDPMScheduler(beta_schedule="linear", beta_start=1e-4, beta_end=0.02))
+    unet = VideoUNet.from_pretrained(stage.path / "unet", torch_dtype=dtype)
+    return UpscalePipeline(unet=unet, **components).to(device)
+
+
+def _component_class(model: Path, name: str):
+    import importlib
+
+    from vidiff.models.inflate import DEFAULT_CLASSES
+
+    index_path = model / "model_index.json"
+    index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    library, class_name = index.get(name) or DEFAULT_CLASSES[name]
+    return getattr(importlib.import_module(library), class_name)
+
+
+def upscaler_geometry(model: str | os.PathLike) -> tuple[int, int]:
+    """(scale, fold) of `model`'s upscale stage from its configs alone: the VAE's factor over the low-res fold r;
+    input frame sides must be multiples of r."""
+    from vidiff.pipelines.upscale import lowres_fold
+
+    model = Path(model)
+    stage = upscale_stage(model)
+    vae_dir = stage.path / "vae" if (stage.path / "vae").is_dir() else model / "vae"
+    vae = json.loads((vae_dir / "config.json").read_text())
+    fold = lowres_fold(stage_unet_config(stage)["spatial_config"]["in_channels"], vae.get("latent_channels", 4))
+    return 2 ** (len(vae["block_out_channels"]) - 1) // fold, fold
