@@ -62,3 +62,29 @@ def test_bad_inputs_are_refused_with_the_value_named(interp_pipe, frames, factor
 def test_text_to_video_sampling_refuses_an_interpolation_model_without_its_condition(interp_pipe):
     with pytest.raises(ValueError, match="condition"):
         interp_pipe("a red circle", num_frames=2, num_inference_steps=1)
+
+
+def test_replacement_returns_the_known_latents_clean_and_steers_the_unknown_ones(interp_pipe):
+    """With trained (non-identity) temporal layers the replaced known frames reach the unknown ones."""
+    import copy
+
+    from conftest import randomize_temporal
+    from vidiff.models.interpolation import interpolation_mask, masked_condition
+
+    interp_pipe = copy.deepcopy(interp_pipe)
+    randomize_temporal(interp_pipe.unet)
+
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(1, 4, 5, 8, 8, generator=generator)
+    known = interpolation_mask(5, 2)
+    condition = masked_condition(latents, known)
+
+    def sample(replace):
+        return interp_pipe("", num_frames=5, height=64, width=64, num_inference_steps=3, guidance_scale=1.0,
+                           generator=torch.Generator().manual_seed(1), output_type="latent", condition=condition,
+                           replace_known=replace, show_progress=False).frames
+
+    replaced, plain = sample(True), sample(False)
+    torch.testing.assert_close(replaced[:, :, known], latents[:, :, known])  # the known frames, exactly
+    assert not torch.allclose(plain[:, :, known], latents[:, :, known], atol=0.1)
+    assert not torch.allclose(replaced[:, :, ~known], plain[:, :, ~known])  # the rest saw the known frames

@@ -227,11 +227,55 @@ def test_shipped_config_loads():
     assert config.trainable == "temporal"
 
 
-@pytest.mark.parametrize("name", ["tiny_default_temporal.yaml", "tiny_default_text.yaml"])
+@pytest.mark.parametrize("name", ["tiny_default_temporal.yaml", "tiny_default_text.yaml",
+                                  "tiny_default_interpolate.yaml", "tiny_default_upscale.yaml"])
 def test_tiny_default_configs_load(name):
     config = load_config(TrainConfig, Path(__file__).parent.parent / "configs" / "train" / name, ["model=m", "data=d"])
     config.check()
     assert config.trainable == "all" and config.train_text_encoder == (name == "tiny_default_text.yaml")
+    assert config.task == {"tiny_default_interpolate.yaml": "interpolate",
+                           "tiny_default_upscale.yaml": "upscale"}.get(name, "generate")
+
+
+def test_conv_in_lr_scale_speeds_up_only_conv_in(tiny_video_folder, video_folder, tmp_path):
+    """The zero-initialised condition inputs move lr_scale times further per step; the rest at the base rate."""
+    moved = {}
+    for scale in (1.0, 10.0):
+        out = tmp_path / f"x{scale}"
+        train(_config(tiny_video_folder, video_folder, out, max_steps=1, task="interpolate", trainable="all",
+                      keep_every=[2], conv_in_lr_scale=scale, learning_rate=1e-4, ema=False))
+        weights = load_file(out / "model" / "unet" / "diffusion_pytorch_model.safetensors")
+        moved[scale] = (weights["unet.conv_in.weight"][:, 4:].abs().mean().item(),
+                        weights["unet.conv_out.weight"].clone())
+    assert moved[10.0][0] > 5 * moved[1.0][0] > 0
+    torch.testing.assert_close(moved[10.0][1], moved[1.0][1])  # conv_out: same rate and gradient, same step
+    with pytest.raises(ValueError, match="conv_in_lr_scale"):
+        _config(tiny_video_folder, video_folder, tmp_path, conv_in_lr_scale=0).check()
+
+
+def test_upscale_task_trains_an_upscaler_from_degraded_clips_and_saves_an_upscale_pipeline(video_folder, tmp_path):
+    """A 2x upscaler sharing nothing with the base: x4-upscaler layout, 8x VAE, low-res folded by 4 (52 inputs)."""
+    from vidiff.models.inflate import inflate_model_folder
+    from vidiff.pipelines.upscale import UpscalePipeline
+    from vidiff.tiny import make_tiny_upscaler, make_vae
+
+    image = make_tiny_upscaler(tmp_path / "x2", in_channels=52, vae=make_vae())
+    video = inflate_model_folder(image, tmp_path / "x2-video", max_frames=8)
+    out = tmp_path / "run"
+    for cache in (False, True):
+        summary = train(_config(video, video_folder, out, max_steps=2, task="upscale", trainable="all",
+                                cache_latents=cache, lowres_blur_max=1.0, lowres_noise_max=100, caption_dropout=1.0,
+                                resolution=64))
+        assert summary["steps"] == 2 and torch.isfinite(torch.tensor(summary["final_loss"]))
+    index = json.loads((out / "model" / "model_index.json").read_text())
+    assert index["_class_name"] == "UpscalePipeline" and (out / "model" / "low_res_scheduler").is_dir()
+    pipe = UpscalePipeline.from_pretrained(out / "model")
+    assert pipe.scale == 2 and pipe.fold == 4
+    trained = load_file(out / "model" / "unet" / "diffusion_pytorch_model.safetensors")
+    initial = load_file(video / "unet" / "diffusion_pytorch_model.safetensors")
+    assert not torch.equal(trained["unet.conv_in.weight"], initial["unet.conv_in.weight"])
+    with pytest.raises(ValueError, match="validation_prompts"):
+        _config(video, video_folder, out, task="upscale", validation_prompts=["x"]).check()
 
 
 def test_latent_cache_holds_clips_in_c_f_h_w_and_trains(tiny_video_folder, video_folder, tmp_path):

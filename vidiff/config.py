@@ -35,6 +35,10 @@ class TrainConfig:
     task: str = "generate"
     keep_every: list[int] = field(default_factory=lambda: [2, 4, 8])  # interpolate: every k-th frame known, k drawn
     extrapolate_fraction: float = 0.2  # interpolate: share of clips whose first 1-4 frames alone are known
+    # interpolate / upscale: conv_in (whose new condition inputs start at zero) learns at this multiple of
+    # learning_rate. Adam moves each weight about lr per step, so zero-initialised inputs at lr 2e-4 reached a tenth
+    # of the latent inputs' size only after ~750 steps, and the model sampled as if it had no condition
+    conv_in_lr_scale: float = 1.0
     # upscale: a super-resolution model (x4-upscaler layout, vidiff.pipelines.upscale) learns to restore clips that
     # are blurred (Gaussian, sigma drawn up to lowres_blur_max high-res pixels), downsampled by its scale and
     # noise-augmented (level drawn up to lowres_noise_max, also its class label); `resolution` is the high-res size
@@ -101,6 +105,8 @@ class TrainConfig:
         if self.lowres_blur_max < 0 or not 0 <= self.lowres_noise_max <= 1000:
             raise ValueError(f"lowres_blur_max={self.lowres_blur_max} must be >= 0 and lowres_noise_max="
                              f"{self.lowres_noise_max} within 0..1000")
+        if self.conv_in_lr_scale <= 0:
+            raise ValueError(f"conv_in_lr_scale={self.conv_in_lr_scale} must be positive")
         if not 0 <= self.extrapolate_fraction <= 1:
             raise ValueError(f"extrapolate_fraction={self.extrapolate_fraction} must be within 0..1")
         if not 0 <= self.high_noise_fraction <= 1:

@@ -37,6 +37,7 @@ def unet_from_checkpoint(checkpoint: Path, base: Path, stage: str) -> VideoUNet:
     saved = load_checkpoint(checkpoint)
     weights = saved["ema"] if saved["ema"] is not None else saved["params"]
     missing, unexpected = unet.load_state_dict(weights, strict=False)
+    missing = [k for k in missing if k not in dict(unet.named_buffers())]  # buffers (position tables) are not trained
     if unexpected or missing:
         raise ValueError(f"{checkpoint} does not fit {base}: missing {missing[:3]}, unexpected {unexpected[:3]}; "
                          "train with trainable: all, and pass the --base it was trained from")
@@ -69,7 +70,7 @@ def main(argv=None) -> Path:
         unet = unet_from_checkpoint(args.source, components, args.stage)
     stage_dir = DEFAULT_MODEL_DIR / args.stage
     with atomic_dir(stage_dir, overwrite=True) as tmp:
-        unet.to(torch.float16).save_pretrained(tmp / "unet")
+        torch.nn.Module.to(unet, torch.float16).save_pretrained(tmp / "unet")  # nn.Module.to: no diffusers warning
         for name in (*COMPONENTS, *EXTRA_COMPONENTS):
             if (components / name).is_dir() and component_differs(components, name):
                 shutil.copytree(components / name, tmp / name)

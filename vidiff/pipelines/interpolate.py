@@ -47,6 +47,7 @@ def interpolate(
     guidance_scale: float = 1.0,
     seed: int = 0,
     keep_known: bool = True,
+    replace_known: bool = True,
     max_window: int | None = None,
     decode_chunk_size: int = 8,
     show_progress: bool = False,
@@ -76,7 +77,8 @@ def interpolate(
         window = pipe(prompt, num_frames=length, height=height, width=width, num_inference_steps=num_inference_steps,
                       guidance_scale=guidance_scale, generator=torch.Generator().manual_seed(seed + index),
                       output_type="latent", show_progress=show_progress,
-                      condition=masked_condition(latents, known)).frames  # (1, c, length, h/8, w/8)
+                      condition=masked_condition(latents, known),
+                      replace_known=replace_known).frames  # (1, c, length, h/8, w/8)
         pieces.append(window if index == 0 else window[:, :, 1:])  # the shared keyframe once
 
     # 4. Decode; the known frames go back as they came in

@@ -61,10 +61,11 @@ class TextToVideoPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, torch_dtype: torch.dtype | None = None,
-                        inflate_image_model: bool = False) -> TextToVideoPipeline:
+                        inflate_image_model: bool = False, unet: VideoUNet | None = None) -> TextToVideoPipeline:
         """Load a video model folder written by `vidiff inflate` (or training): each component by its named class.
 
         inflate_image_model: also accept a Stable Diffusion folder, inflating its U-Net with default settings.
+        unet: use this U-Net instead of the folder's (a cascade stage's); the folder's is then never loaded.
         """
         folder = Path(folder)
         check_model_folder(folder, (*COMPONENTS, "unet"))
@@ -72,7 +73,9 @@ class TextToVideoPipeline(DiffusionPipeline):
         index = json.loads(index_path.read_text()) if index_path.is_file() else {}
         unet_config = json.loads((folder / "unet" / "config.json").read_text())
         dtype = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
-        if unet_config.get("_class_name") == "VideoUNet":
+        if unet is not None:
+            pass
+        elif unet_config.get("_class_name") == "VideoUNet":
             unet = VideoUNet.from_pretrained(folder / "unet", **dtype)
         elif inflate_image_model and unet_config.get("_class_name") == "UNet2DConditionModel":
             unet = inflate_unet(UNet2DConditionModel.from_pretrained(folder / "unet", **dtype))
@@ -145,9 +148,13 @@ class TextToVideoPipeline(DiffusionPipeline):
         decode_chunk_size: int = 8,
         show_progress: bool = True,
         condition: torch.Tensor | None = None,
+        replace_known: bool = False,
     ) -> TextToVideoOutput:
         """Sample clips. `condition` (b, c + 1, f, h, w): for a masked-frame (interpolation) model, the known frames'
-        latents and the mask (vidiff.models.interpolation.masked_condition), read beside the noisy latents."""
+        latents and the mask (vidiff.models.interpolation.masked_condition), read beside the noisy latents.
+        replace_known: also overwrite the known frames of the sample with their own latents noised to the current
+        step before every U-Net call (the replacement method of Ho et al. 2022, "Video Diffusion Models", sec. 3.1),
+        so the temporal layers carry them to the unknown frames, and return them clean."""
         # 1. Check inputs
         sample_size = self.unet.unet.config.sample_size
         height = sample_size * self.vae_scale_factor if height is None else height
@@ -183,12 +190,18 @@ class TextToVideoPipeline(DiffusionPipeline):
             raise ValueError(f"the U-Net reads {extra} condition channels beside the latents but the condition has "
                              f"{None if condition is None else condition.shape[1]}; a masked-frame model samples "
                              "through vidiff.pipelines.interpolate")
+        known = None
         if condition is not None:
             condition = condition.to(device=device, dtype=self.unet.dtype)
+            if replace_known:
+                known, mask = condition[:, :-1], condition[:, -1:].bool()
+                known_noise = randn_tensor(known.shape, generator=generator, device=device, dtype=known.dtype)
             condition = torch.cat([condition] * 2) if guided else condition
 
         # 5. Denoising loop: conditional and unconditional halves as one batch
         for t in self.progress_bar(self.scheduler.timesteps) if show_progress else self.scheduler.timesteps:
+            if known is not None:
+                latents = torch.where(mask, self.scheduler.add_noise(known, known_noise, t.reshape(1)), latents)
             model_input = torch.cat([latents] * 2) if guided else latents
             model_input = self.scheduler.scale_model_input(model_input, t)
             if condition is not None:
@@ -198,6 +211,9 @@ class TextToVideoPipeline(DiffusionPipeline):
                 uncond, cond = noise.chunk(2)
                 noise = uncond + guidance_scale * (cond - uncond)
             latents = self.scheduler.step(noise, t, latents, **step_kwargs).prev_sample
+
+        if known is not None:
+            latents = torch.where(mask, known, latents)
 
         # 6. Decode
         if output_type == "latent":

@@ -152,7 +152,12 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
             dataset = LatentCache(fixed, vae, device, lowres_scale=getattr(pipe, "scale", None))
 
     # 3. Optimizer, LR schedule, EMA
-    optimizer = torch.optim.AdamW(trained.values(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    fast = {k for k in trained if k.startswith("unet.conv_in.")} if config.conv_in_lr_scale != 1 else set()
+    groups = [{"params": [p for k, p in trained.items() if k not in fast]}]
+    if fast:  # conv_in's new condition inputs start at zero: let them catch up
+        groups.append({"params": [trained[k] for k in sorted(fast)],
+                       "lr": config.learning_rate * config.conv_in_lr_scale})
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
     lr_scheduler = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps,
                                  num_training_steps=config.max_steps)
     unet.to(device)
