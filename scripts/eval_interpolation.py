@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vidiff.atomic import write_text
 from vidiff.data.shapes import clip_seed, combinations, render_clip
 from vidiff.eval.interpolation import BASELINE_FUNCTIONS, BASELINES, missing_frames, score_frames
 from vidiff.eval.judge import judge_clip
@@ -139,9 +140,8 @@ def main(argv=None) -> int:
                           "real_size": args.size, "real_frames": args.real_frames, "real_factor": args.real_factor,
                           "seconds": time.perf_counter() - start}
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "interpolation.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "interpolation.md").write_text(markdown(report))
+    write_text(out / "interpolation.json", json.dumps(report, indent=2) + "\n")
+    write_text(out / "interpolation.md", markdown(report))
     print(markdown(report))
     return 0
 

@@ -5,7 +5,9 @@
 #   DEVICE=cuda bash scripts/tiny_default/make_all.sh             # the same recipe on a GPU
 #
 # Stages: vae, image, temporal, eval (all four when none is named), and ship (copies the trained model into the
-# package as the default; named explicitly). Seeds are fixed in each stage's script, so a rerun on the same device
+# package as the default; named explicitly); then interpolation (trains the masked-frame stage from the shipped
+# default), ship-interpolation (adds it to the default's cascade.json) and interpolation-eval. Seeds are fixed in
+# each stage's script, so a rerun on the same device
 # repeats the run. Killed stages continue where they stopped (each resumes from its newest checkpoint).
 # Measured: on one H200, VAE 146 s, image model 362 s, temporal phase ~280 s, eval ~2 min. On the 2-core CPU
 # (1 thread), VAE 37 min and image model 44 min in an earlier session; the temporal phase was not run end to end
@@ -38,8 +40,19 @@ for stage in $stages; do
     ship)
       "$python" scripts/tiny_default/ship.py "$work/temporal-a/model" --guidance 1.5 --eval "$work/eval/eval.json" \
         --note "scripts/tiny_default/make_all.sh, phase 1 of the temporal stage" ;;
+    interpolation)
+      resume=$([ -d "$work/interp/checkpoints" ] && echo --resume || true)
+      [ -f "$work/interp/model/model_index.json" ] || "$python" -m vidiff.cli train \
+        --config configs/train/tiny_default_interpolate.yaml model=vidiff/assets/default-model data="$work/clips" \
+        output="$work/interp" $resume ;;
+    ship-interpolation)
+      "$python" scripts/tiny_default/ship_stage.py interpolation "$work/interp/model" --factor 4 \
+        --note "scripts/tiny_default/make_all.sh interpolation" ;;
+    interpolation-eval)  # the shipped stage against repetition, blending and Farneback (docs/interpolation-eval)
+      "$python" scripts/eval_interpolation.py --clips-per-combo 4 --out docs/interpolation-eval ;;
     *)
-      echo "unknown stage '$stage': use vae, image, temporal, eval or ship" >&2
+      echo "unknown stage '$stage': use vae image temporal eval ship interpolation ship-interpolation" \
+        "interpolation-eval" >&2
       exit 2 ;;
   esac
 done

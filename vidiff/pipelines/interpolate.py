@@ -48,6 +48,8 @@ def interpolate(
     seed: int = 0,
     keep_known: bool = True,
     replace_known: bool = True,
+    init: str = "noise",
+    strength: float = 1.0,
     max_window: int | None = None,
     decode_chunk_size: int = 8,
     show_progress: bool = False,
@@ -74,8 +76,14 @@ def interpolate(
         known = interpolation_mask(length, factor)
         latents = torch.zeros(1, keyframes.shape[0], length, *keyframes.shape[2:], device=keyframes.device)
         latents[0, :, known] = keyframes[:, first : last + 1]
+        generator = torch.Generator().manual_seed(seed + index)
+        start, first_step = None, 0
+        if init != "noise":
+            first_step = int(round(num_inference_steps * (1 - strength)))
+            start = noised_guess(pipe, blend_latents(keyframes[:, first : last + 1], factor, init),
+                                 num_inference_steps, first_step, generator)
         window = pipe(prompt, num_frames=length, height=height, width=width, num_inference_steps=num_inference_steps,
-                      guidance_scale=guidance_scale, generator=torch.Generator().manual_seed(seed + index),
+                      guidance_scale=guidance_scale, generator=generator, latents=start, first_step=first_step,
                       output_type="latent", show_progress=show_progress,
                       condition=masked_condition(latents, known),
                       replace_known=replace_known).frames  # (1, c, length, h/8, w/8)
@@ -86,3 +94,25 @@ def interpolate(
     if keep_known:
         out[::factor] = frames
     return out
+
+
+def blend_latents(keyframes: torch.Tensor, factor: int, how: str = "blend") -> torch.Tensor:
+    """(c, n, h, w) keyframe latents -> (1, c, (n - 1) * factor + 1, h, w): each frame between two keyframes is
+    their linear blend ("blend") or the nearer one ("nearest")."""
+    frames = []
+    for i in range((keyframes.shape[1] - 1) * factor + 1):
+        a, t = divmod(i, factor)
+        w = t / factor if how == "blend" else float(t * 2 > factor)
+        frames.append(keyframes[:, a] if t == 0 else (1 - w) * keyframes[:, a] + w * keyframes[:, a + 1])
+    return torch.stack(frames, dim=1)[None]
+
+
+def noised_guess(pipe, guess: torch.Tensor, num_inference_steps: int, first_step: int, generator) -> torch.Tensor:
+    """`guess` noised to the schedule's step `first_step`, the sample the loop then starts from. From step 0 too:
+    a noise schedule without zero terminal SNR leaves some signal at its first timestep (Lin et al. 2024), and a
+    model trained on it reads the layout from that signal (Everaert et al. 2024, "Exploiting the Signal-Leak Bias
+    in Diffusion Models"); pure noise has no layout to read."""
+    pipe.scheduler.set_timesteps(num_inference_steps)
+    t = pipe.scheduler.timesteps[first_step : first_step + 1]
+    noise = torch.randn(guess.shape, generator=generator)
+    return pipe.scheduler.add_noise(guess.cpu(), noise, t) / pipe.scheduler.init_noise_sigma

@@ -149,12 +149,15 @@ class TextToVideoPipeline(DiffusionPipeline):
         show_progress: bool = True,
         condition: torch.Tensor | None = None,
         replace_known: bool = False,
+        first_step: int = 0,
     ) -> TextToVideoOutput:
         """Sample clips. `condition` (b, c + 1, f, h, w): for a masked-frame (interpolation) model, the known frames'
         latents and the mask (vidiff.models.interpolation.masked_condition), read beside the noisy latents.
         replace_known: also overwrite the known frames of the sample with their own latents noised to the current
         step before every U-Net call (the replacement method of Ho et al. 2022, "Video Diffusion Models", sec. 3.1),
-        so the temporal layers carry them to the unknown frames, and return them clean."""
+        so the temporal layers carry them to the unknown frames, and return them clean.
+        first_step: skip the first steps of the schedule; `latents` are then the sample at that step (SDEdit, Meng
+        et al. 2022: a guess noised part-way is refined rather than drawn from nothing)."""
         # 1. Check inputs
         sample_size = self.unet.unet.config.sample_size
         height = sample_size * self.vae_scale_factor if height is None else height
@@ -199,7 +202,8 @@ class TextToVideoPipeline(DiffusionPipeline):
             condition = torch.cat([condition] * 2) if guided else condition
 
         # 5. Denoising loop: conditional and unconditional halves as one batch
-        for t in self.progress_bar(self.scheduler.timesteps) if show_progress else self.scheduler.timesteps:
+        timesteps = self.scheduler.timesteps[first_step:]
+        for t in self.progress_bar(timesteps) if show_progress else timesteps:
             if known is not None:
                 latents = torch.where(mask, self.scheduler.add_noise(known, known_noise, t.reshape(1)), latents)
             model_input = torch.cat([latents] * 2) if guided else latents
