@@ -26,7 +26,7 @@ from vidiff.atomic import write_text
 from vidiff.data.shapes import clip_seed, combinations, render_clip
 from vidiff.eval.interpolation import BASELINE_FUNCTIONS, BASELINES, missing_frames, score_frames
 from vidiff.eval.judge import judge_clip
-from vidiff.pipelines.cascade import load_interpolation
+from vidiff.pipelines.cascade import interpolation_settings, load_interpolation
 from vidiff.pipelines.generate import default_model
 from vidiff.pipelines.interpolate import interpolate
 
@@ -38,9 +38,9 @@ def single_object_fraction(frames: np.ndarray, factor: int) -> float:
     return float((counts[missing_frames(len(frames), factor)] == 1).mean())
 
 
-def run_method(method: str, pipe, keyframes: np.ndarray, factor: int, steps: int, prompt: str, seed: int):
+def run_method(method: str, pipe, keyframes: np.ndarray, factor: int, sampling: dict, prompt: str, seed: int):
     if method == "model":
-        return interpolate(pipe, keyframes, factor, prompt=prompt, num_inference_steps=steps, seed=seed)
+        return interpolate(pipe, keyframes, factor, prompt=prompt, seed=seed, **sampling)
     return BASELINE_FUNCTIONS[method](keyframes, factor)
 
 
@@ -52,7 +52,7 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
-def shapes_eval(pipe, factors, clips_per_combo, steps, prompt_mode, size, progress) -> dict:
+def shapes_eval(pipe, factors, clips_per_combo, sampling, prompt_mode, size, progress) -> dict:
     results = {}
     combos = combinations("heldout")
     for factor in factors:
@@ -64,7 +64,7 @@ def shapes_eval(pipe, factors, clips_per_combo, steps, prompt_mode, size, progre
             prompt = f"a {colour} {shape} moving {direction}" if prompt_mode == "caption" else ""
             row = {}
             for method in METHODS:
-                out = run_method(method, pipe, truth[::factor], factor, steps, prompt, seed=n)
+                out = run_method(method, pipe, truth[::factor], factor, sampling, prompt, seed=n)
                 row[method] = {**score_frames(out, truth, factor), "one_object": single_object_fraction(out, factor)}
             rows.append(row)
         results[f"x{factor}"] = {"clips": len(rows), "frames_scored": len(rows) * len(missing_frames(len(truth), factor)),
@@ -72,7 +72,7 @@ def shapes_eval(pipe, factors, clips_per_combo, steps, prompt_mode, size, progre
     return results
 
 
-def real_eval(pipe, factor, steps, size, num_frames, progress) -> dict:
+def real_eval(pipe, factor, sampling, size, num_frames, progress) -> dict:
     from vidiff.eval.real import sample_clips
 
     results = {}
@@ -80,7 +80,7 @@ def real_eval(pipe, factor, steps, size, num_frames, progress) -> dict:
     for name, truth in tqdm(clips.items(), desc=f"real x{factor}", disable=not progress):
         row = {}
         for method in METHODS:
-            out = run_method(method, pipe, truth[::factor], factor, steps, "", seed=0)
+            out = run_method(method, pipe, truth[::factor], factor, sampling, "", seed=0)
             row[method] = score_frames(out, truth, factor)
         results[name] = row
     return results
@@ -89,7 +89,8 @@ def real_eval(pipe, factor, steps, size, num_frames, progress) -> dict:
 def markdown(report: dict) -> str:
     s = report["settings"]
     lines = ["# Frame interpolation: model vs baselines", "",
-             f"Model `{s['model']}`, {s['steps']} DDIM steps per window, prompt: {s['prompt']}; "
+             f"Model `{s['model']}`, {s['steps']} DDIM steps per window, start: {s['init']} (strength "
+             f"{s['strength']}), prompt: {s['prompt']}; "
              f"{s['device']}, torch {s['torch']}; {s['seconds']:.0f} s.", "",
              "## Held-out shapes clips (the missing frames only)", "",
              "| factor | method | PSNR (dB) | SSIM | one object |", "|---|---|---:|---:|---:|"]
@@ -114,7 +115,9 @@ def main(argv=None) -> int:
     parser.add_argument("--model", help="cascade or interpolation model folder (default: the shipped model)")
     parser.add_argument("--clips-per-combo", type=int, default=8, help="clips per held-out combination (default 8)")
     parser.add_argument("--factors", type=int, nargs="+", default=[2, 4, 8], help="keep every k-th frame (default 2 4 8)")
-    parser.add_argument("--steps", type=int, default=10, help="denoising steps per window (default 10)")
+    parser.add_argument("--steps", type=int, help="denoising steps per window (default: the stage's, else 10)")
+    parser.add_argument("--init", choices=("noise", "blend", "nearest"), help="default: the stage's recommendation")
+    parser.add_argument("--strength", type=float, help="default: the stage's recommendation")
     parser.add_argument("--prompt", choices=("none", "caption"), default="none",
                         help="interpolate with no prompt (default: as `vidiff interpolate`) or with the clip's caption")
     parser.add_argument("--size", type=int, default=64, help="frame size (default 64, the tiny model's)")
@@ -131,11 +134,13 @@ def main(argv=None) -> int:
     pipe = load_interpolation(model, torch.device(args.device), torch.float32)
     pipe.set_progress_bar_config(disable=True)
     progress = sys.stderr.isatty()
-    report = {"shapes": shapes_eval(pipe, args.factors, args.clips_per_combo, args.steps, args.prompt, args.size,
+    sampling = interpolation_settings(model, args.steps, args.init, args.strength)
+    report = {"shapes": shapes_eval(pipe, args.factors, args.clips_per_combo, sampling, args.prompt, args.size,
                                     progress)}
     if args.real:
-        report["real"] = real_eval(pipe, args.real_factor, args.steps, args.size, args.real_frames, progress)
-    report["settings"] = {"model": str(model), "steps": args.steps, "prompt": args.prompt, "device": args.device,
+        report["real"] = real_eval(pipe, args.real_factor, sampling, args.size, args.real_frames, progress)
+    report["settings"] = {"model": str(model), "steps": sampling["num_inference_steps"], "init": sampling["init"],
+                          "strength": sampling["strength"], "prompt": args.prompt, "device": args.device,
                           "torch": torch.__version__, "clips_per_combo": args.clips_per_combo, "size": args.size,
                           "real_size": args.size, "real_frames": args.real_frames, "real_factor": args.real_factor,
                           "seconds": time.perf_counter() - start}

@@ -66,3 +66,11 @@ def test_errors_are_one_line_with_exit_code_2_and_write_nothing(interp_folder, t
                      *FAST]) == 2
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_without_model_the_shipped_stage_is_used(clip, tmp_path):
+    out = tmp_path / "default.gif"
+    assert main(["interpolate", str(clip), "--factor", "2", "-o", str(out), *FAST]) == 0
+    frames, _ = read_video(out)
+    assert frames.shape == (7, 64, 64, 3)
+    assert "default-model" in json.loads(Path(f"{out}.json").read_text())["model"]

@@ -88,3 +88,17 @@ def test_replacement_returns_the_known_latents_clean_and_steers_the_unknown_ones
     torch.testing.assert_close(replaced[:, :, known], latents[:, :, known])  # the known frames, exactly
     assert not torch.allclose(plain[:, :, known], latents[:, :, known], atol=0.1)
     assert not torch.allclose(replaced[:, :, ~known], plain[:, :, ~known])  # the rest saw the known frames
+
+
+def test_blend_start_mixes_neighbouring_keyframes_and_strength_is_checked(interp_pipe):
+    from vidiff.pipelines.interpolate import blend_latents
+
+    keys = torch.stack([torch.zeros(4, 2, 2), torch.ones(4, 2, 2) * 4], dim=1)  # (c, 2, h, w)
+    assert blend_latents(keys, 4)[0, 0, :, 0, 0].tolist() == [0, 1, 2, 3, 4]
+    assert blend_latents(keys, 4, "nearest")[0, 0, :, 0, 0].tolist() == [0, 0, 0, 4, 4]
+    frames = render_clip("red", "circle", "right", num_frames=3, size=64, seed=0)
+    out = interpolate(interp_pipe, frames, factor=2, num_inference_steps=4, init="blend", strength=0.5)
+    assert out.shape == (5, 64, 64, 3) and np.array_equal(out[::2], frames)
+    for bad in (dict(init="blend", strength=0.0), dict(init="copy")):
+        with pytest.raises(ValueError, match="strength"):
+            interpolate(interp_pipe, frames, factor=2, num_inference_steps=4, **bad)

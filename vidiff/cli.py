@@ -67,7 +67,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         interpolation_stage(model)
         if any(job.num_frames < 2 for job in jobs):
             raise ValueError("--interpolate needs at least 2 frames per clip; raise --num-frames or pass --interpolate 1")
-    if args.interpolate_steps < 1:
+    if args.interpolate_steps is not None and args.interpolate_steps < 1:
         raise ValueError(f"--interpolate-steps {args.interpolate_steps} must be at least 1")
     scale = args.upscale if args.upscale is not None else getattr(stages.get("upscale"), "default", 1)
     if scale < 1:
@@ -125,6 +125,8 @@ def cascade_stages(args, model, pipe, dtype, factor: int, scale: int, progress: 
     from vidiff.pipelines.upscale import upscale, upscale_passes
 
     between = load_interpolation(model, pipe.device, dtype, base_pipe=pipe) if factor > 1 else None
+    sampling = interpolation_sampling(model, argparse.Namespace(steps=args.interpolate_steps, init=None,
+                                                                strength=None)) if factor > 1 else {}
     upscaler = load_upscaler(model, pipe.device, dtype, base_pipe=pipe) if scale > 1 else None
     if upscaler is not None:
         upscale_passes(scale, upscaler.scale)
@@ -135,9 +137,9 @@ def cascade_stages(args, model, pipe, dtype, factor: int, scale: int, progress: 
     def post(frames, job):
         meta = {"base": {"frames": len(frames), "fps": args.fps, "size": [int(frames.shape[2]), int(frames.shape[1])]}}
         if between is not None:
-            frames = interpolate(between, frames, factor, prompt=job.prompt, num_inference_steps=args.interpolate_steps,
-                                 seed=job.seed, show_progress=progress)
-            meta["interpolation"] = {"factor": factor, "steps": args.interpolate_steps}
+            frames = interpolate(between, frames, factor, prompt=job.prompt, seed=job.seed, show_progress=progress,
+                                 **sampling)
+            meta["interpolation"] = {"factor": factor, **sampling}
         if upscaler is not None:
             frames = upscale(upscaler, frames, scale, num_inference_steps=args.upscale_steps, seed=job.seed,
                              show_progress=progress)
@@ -158,8 +160,6 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         raise ValueError(f"--factor {args.factor} must be at least 2 (frames out = (N - 1) * factor + 1)")
     if args.fps is not None and args.fps <= 0:
         raise ValueError(f"--fps {args.fps} must be positive")
-    if args.steps < 1:
-        raise ValueError(f"--steps {args.steps} must be at least 1")
     from vidiff.pipelines.cascade import interpolation_stage, load_interpolation
 
     model = Path(args.model) if args.model else gen.default_model()
@@ -168,6 +168,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         raise FileExistsError(f"{args.output} already exists; choose another -o")
     gen.check_model_settings(model, [])
     interpolation_stage(model)  # a cascade naming one, or a masked-frame model itself
+    interpolation_sampling(model, args)
     from vidiff.io.video import read_video, write_video
 
     frames, fps = read_video(args.input)  # unreadable or missing input: a one-line error, exit 2
@@ -179,15 +180,22 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     device = gen.pick_device(args.device)
     pipe = load_interpolation(model, device, gen.pick_dtype("auto", device))
     pipe.set_progress_bar_config(disable=not args.progress)
-    out = interpolate(pipe, frames, args.factor, prompt=args.prompt, num_inference_steps=args.steps, seed=args.seed,
-                      show_progress=args.progress)
+    sampling = interpolation_sampling(model, args)
+    out = interpolate(pipe, frames, args.factor, prompt=args.prompt, seed=args.seed, show_progress=args.progress,
+                      **sampling)
     out_fps = args.fps if args.fps is not None else fps * args.factor
     write_video(out, args.output, fps=out_fps, metadata={
         "input": str(args.input), "input_frames": len(frames), "input_fps": fps, "factor": args.factor,
-        "model": str(model), "steps": args.steps, "seed": args.seed, "prompt": args.prompt,
+        "model": str(model), **sampling, "seed": args.seed, "prompt": args.prompt,
         "seconds": round(time.perf_counter() - start, 2)})
     print(f"wrote {args.output}: {len(frames)} -> {len(out)} frames at {out_fps:g} fps")
     return 0
+
+
+def interpolation_sampling(model, args) -> dict:
+    from vidiff.pipelines.cascade import interpolation_settings
+
+    return interpolation_settings(model, args.steps, args.init, args.strength)
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
@@ -381,8 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "with --interpolate K the clip is written at K times this")
     p.add_argument("--interpolate", type=int, metavar="K", help="fill in frames with the model's interpolation stage: "
                    "N frames -> (N - 1) * K + 1 (default: the model's cascade.json, 4 for the shipped model; 1: off)")
-    p.add_argument("--interpolate-steps", type=int, default=10, help="denoising steps of each interpolation window "
-                   "(default 10)")
+    p.add_argument("--interpolate-steps", type=int, help="denoising steps of each interpolation window (default: "
+                   "the stage's cascade.json recommendation, else 10)")
     p.add_argument("--upscale", type=int, metavar="S", help="then raise the resolution S times with the model's "
                    "super-resolution stage (default: the model's cascade.json, 2 for the shipped model; 1: off)")
     p.add_argument("--upscale-steps", type=int, default=10, help="denoising steps of the upscaler (default 10)")
@@ -408,7 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="a cascade folder naming an interpolation stage, or a model trained with `vidiff "
                    "train ... task=interpolate` (default: the stage shipped with vidiff, trained on the shapes world)")
     p.add_argument("--fps", type=float, help="output frame rate (default: the input's times --factor)")
-    p.add_argument("--steps", type=int, default=25, help="denoising steps per window (default 25)")
+    p.add_argument("--steps", type=int, help="denoising steps per window (default: the stage's recommendation in "
+                   "cascade.json, else 10)")
+    p.add_argument("--init", choices=("noise", "blend", "nearest"), help="start from pure noise, or from the "
+                   "keyframes' blend (or the nearer keyframe) noised part-way (default: the stage's recommendation)")
+    p.add_argument("--strength", type=float, help="with --init blend/nearest: how much of the schedule runs, in "
+                   "(0, 1]; lower keeps more of the start (default: the stage's recommendation)")
     p.add_argument("--prompt", default="", help="optional text describing the video (default: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled frames (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), or e.g. cuda:1, cpu")

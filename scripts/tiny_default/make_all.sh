@@ -47,7 +47,7 @@ for stage in $stages; do
         output="$work/interp" $resume ;;
     ship-interpolation)
       "$python" scripts/tiny_default/ship_stage.py interpolation "$work/interp/model" --factor 4 \
-        --note "scripts/tiny_default/make_all.sh interpolation" ;;
+        --sampling '{"init": "blend", "strength": 0.4, "steps": 10}' --note "scripts/tiny_default/make_all.sh interpolation" ;;
     interpolation-eval)  # the shipped stage against repetition, blending and Farneback (docs/interpolation-eval)
       "$python" scripts/eval_interpolation.py --clips-per-combo 4 --out docs/interpolation-eval ;;
     *)

@@ -60,6 +60,8 @@ def main(argv=None) -> Path:
                         "model); its other components are shipped with the stage when they differ")
     parser.add_argument("--factor", type=int, default=4, help="interpolation: the default --interpolate (4)")
     parser.add_argument("--scale", type=int, default=2, help="upscale: the default --upscale (2)")
+    parser.add_argument("--sampling", type=json.loads, default={}, help="JSON of the settings the stage samples best "
+                        "with, e.g. '{\"init\": \"blend\", \"strength\": 0.4, \"steps\": 10}'")
     parser.add_argument("--note", default="", help="free text for the stage's provenance.json")
     args = parser.parse_args(argv)
 
@@ -81,6 +83,8 @@ def main(argv=None) -> Path:
     cascade_path = DEFAULT_MODEL_DIR / CASCADE_FILE
     cascade = json.loads(cascade_path.read_text()) if cascade_path.is_file() else {}
     cascade[args.stage] = {"path": args.stage, STAGE_SETTING[args.stage]: getattr(args, STAGE_SETTING[args.stage])}
+    if args.sampling:
+        cascade[args.stage]["sampling"] = args.sampling
     write_text(cascade_path, json.dumps(cascade, indent=2) + "\n")
     print(f"shipped {args.stage} stage from {args.source} to {stage_dir}; the default model holds "
           f"{weights / 1e6:.1f} MB of weights")

@@ -3,8 +3,10 @@
 A cascade folder is a base video model folder (it loads as one, so `--model` takes it anywhere) with a
 `cascade.json` beside its `model_index.json` naming the later stages and their default settings:
 
-    {"interpolation": {"path": "interpolation", "factor": 4},
+    {"interpolation": {"path": "interpolation", "factor": 4, "sampling": {"init": "blend", "strength": 0.4}},
      "upscale": {"path": "upscale", "scale": 2}}
+
+`sampling` (optional) holds keyword arguments the stage samples best with; the CLI uses them unless told otherwise.
 
 A stage folder holds at least `unet/`. Any other component it holds (`vae/`, `scheduler/`, ...) replaces the
 base's; the rest are shared, loaded once. Stage U-Nets may be stored in fp16 (half the bytes in the package) and are
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,6 +31,7 @@ class Stage:
     name: str  # "interpolation" or "upscale"
     path: Path  # the stage folder, holding unet/ and any component that replaces the base's
     default: int  # factor (interpolation) or scale (upscale) used when the user gives none
+    sampling: dict = field(default_factory=dict)  # settings the stage samples best with (keyword arguments)
 
 
 def read_cascade(folder: str | os.PathLike) -> dict[str, Stage]:
@@ -43,7 +46,8 @@ def read_cascade(folder: str | os.PathLike) -> dict[str, Stage]:
         for name, entry in entries.items():
             if name not in STAGE_SETTING:
                 raise ValueError(f"unknown stage {name!r}")
-            stages[name] = Stage(name, folder / entry["path"], int(entry[STAGE_SETTING[name]]))
+            stages[name] = Stage(name, folder / entry["path"], int(entry[STAGE_SETTING[name]]),
+                                 dict(entry.get("sampling", {})))
     except (json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{path} is not a valid cascade file ({error}); expected e.g. "
                          '{"interpolation": {"path": "interpolation", "factor": 4}}') from None
@@ -89,6 +93,21 @@ def interpolation_stage(model: str | os.PathLike) -> Stage:
                          f"{in_channels} channels, not {2 * latent + 1}; train one with `vidiff train ... "
                          "task=interpolate`")
     return stage
+
+
+def interpolation_settings(model: str | os.PathLike, steps: int | None = None, init: str | None = None,
+                           strength: float | None = None) -> dict:
+    """Keyword arguments for `interpolate`: the given steps / init / strength, else the stage's cascade.json
+    recommendation, else 10 steps from pure noise."""
+    recommended = interpolation_stage(model).sampling
+    steps = steps if steps is not None else recommended.get("steps", 10)
+    init = init or recommended.get("init", "noise")
+    strength = strength if strength is not None else recommended.get("strength", 1.0)
+    if steps < 1:
+        raise ValueError(f"interpolation steps {steps} must be at least 1")
+    if init not in ("noise", "blend", "nearest") or not 0 < strength <= 1:
+        raise ValueError(f"init {init!r} must be noise, blend or nearest, and strength {strength} within (0, 1]")
+    return {"num_inference_steps": steps, "init": init, "strength": strength}
 
 
 def load_interpolation(model: str | os.PathLike, device: torch.device, dtype: torch.dtype, base_pipe=None):

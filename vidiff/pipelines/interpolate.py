@@ -57,6 +57,8 @@ def interpolate(
     """uint8 frames (N, h, w, 3) -> uint8 frames ((N - 1) * factor + 1, h, w, 3)."""
     # 1. Check inputs
     check_interpolation_inputs(frames, factor, pipe.vae_scale_factor)
+    if init not in ("noise", "blend", "nearest") or not 0 < strength <= 1:
+        raise ValueError(f"init={init!r} must be noise, blend or nearest, and strength={strength} within (0, 1]")
     max_window = max_window or pipe.unet.config.max_frames
     spans = window_spans(len(frames), factor, max_window)
     device = pipe._execution_device

@@ -339,7 +339,8 @@ def _loss(batch, unet, vae, text_encoder, tokenizer, noise_scheduler, generator,
         target = noise_scheduler.get_velocity(latents, noise, timesteps)
     else:
         target = noise
-    prediction = unet(noisy, timesteps, texts, class_labels=labels).sample
+    extra = {} if labels is None else {"class_labels": labels}  # the upscaler's noise level
+    prediction = unet(noisy, timesteps, texts, **extra).sample
     return F.mse_loss(prediction.float(), target.float())
 
 
