@@ -202,12 +202,15 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     import time
 
     from vidiff.pipelines import generate as gen
-    from vidiff.pipelines.cascade import load_upscaler, upscaler_geometry
+    from vidiff.pipelines.cascade import load_upscaler, read_cascade, upscaler_geometry
 
     start = time.perf_counter()
     # 1. Check everything that can be checked without loading a model
     check_upscale_settings(args)
     model = Path(args.model) if args.model else gen.default_model()
+    if not args.model and "upscale" not in read_cascade(model):
+        raise ValueError("no upscaler ships with vidiff yet; pass --model DIR: `vidiff inflate` of a Stable Diffusion "
+                         "x4-upscaler folder, or a model trained with `vidiff train ... task=upscale`")
     gen.check_output(args.output)
     if Path(args.output).exists():
         raise FileExistsError(f"{args.output} already exists; choose another -o")
@@ -392,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interpolate-steps", type=int, help="denoising steps of each interpolation window (default: "
                    "the stage's cascade.json recommendation, else 10)")
     p.add_argument("--upscale", type=int, metavar="S", help="then raise the resolution S times with the model's "
-                   "super-resolution stage (default: the model's cascade.json, 2 for the shipped model; 1: off)")
+                   "super-resolution stage (default: the model's cascade.json; the shipped model has none yet; 1: off)")
     p.add_argument("--upscale-steps", type=int, default=10, help="denoising steps of the upscaler (default 10)")
     p.add_argument("--dtype", default="auto", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), or e.g. cuda:1, cpu")
@@ -437,11 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
         "decode bound the memory.",
     )
     p.add_argument("input", help="any readable video (.mp4 .mov .avi .mkv .webm .gif) or a folder of frames")
-    p.add_argument("--scale", type=int, required=True, help="size factor: the model's own scale (2 for the "
-                   "shipped stage, 4 for an x4 upscaler) or a power of it, run in passes")
+    p.add_argument("--scale", type=int, required=True, help="size factor: the model's own scale (4 for an x4 "
+                   "upscaler) or a power of it, run in passes")
     p.add_argument("-o", "--output", required=True, help="output path: .mp4 .gif .webm, or a folder for PNGs")
-    p.add_argument("--model", help="a cascade folder naming an upscale stage, or an upscaler model folder "
-                   "(default: the stage shipped with vidiff, trained on the shapes world)")
+    p.add_argument("--model", help="a cascade folder naming an upscale stage, or an upscaler model folder: `vidiff "
+                   "inflate` of a Stable Diffusion x4-upscaler folder, or a model trained with task: upscale "
+                   "(required until vidiff ships an upscaler)")
     p.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
     p.add_argument("--noise-level", type=int, default=20, help="noise added to the low-res frames, 0..350 "
                    "(default 20, as Stable Diffusion's upscaler); more hides compression artefacts")
