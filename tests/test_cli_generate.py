@@ -161,3 +161,21 @@ def test_one_file_for_many_prompts_is_refused(tiny_video_folder, tmp_path, capsy
     prompts.write_text("a\nb\n")
     _fails_with(["generate", "--prompts-file", str(prompts), "--model", str(tiny_video_folder), "-o",
                  str(tmp_path / "one.mp4")], capsys, "{index}")
+
+
+def test_scheduler_names_checked_before_loading_match_the_pipeline():
+    from vidiff.pipelines.generate import SCHEDULER_NAMES
+    from vidiff.pipelines.text_to_video import SCHEDULERS
+
+    assert set(SCHEDULER_NAMES) == set(SCHEDULERS)
+
+
+def test_help_and_input_checks_do_not_import_diffusers():
+    """`vidiff --help` and a bad output path answer without loading the model libraries (seconds, not ~10 s)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from vidiff.cli import main; "
+            "rc = main(['generate', 'x', '-o', 'clip.xyz']); print(rc, 'diffusers' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["2", "False"], result.stderr

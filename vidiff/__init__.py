@@ -2,20 +2,22 @@
 
 __version__ = "0.1.0"
 
-from vidiff.models import (  # noqa: E402
-    VideoUNet,
-    freeze_spatial,
-    inflate_unet,
-    temporal_parameters,
-)
-
 __all__ = ["TextToVideoPipeline", "VideoUNet", "freeze_spatial", "inflate_unet", "temporal_parameters", "__version__"]
+
+# Every name is imported on first use (PEP 562): the models pull in diffusers and torch (about 8 s on a 2-core
+# CPU), which `vidiff --help` and the command line's input checks do not need.
+_LAZY = {
+    "VideoUNet": "vidiff.models.video_unet",
+    "inflate_unet": "vidiff.models.inflate",
+    "freeze_spatial": "vidiff.models.temporal",
+    "temporal_parameters": "vidiff.models.temporal",
+    "TextToVideoPipeline": "vidiff.pipelines.text_to_video",
+}
 
 
 def __getattr__(name):
-    # The pipeline pulls in transformers; import it only when asked for.
-    if name == "TextToVideoPipeline":
-        from vidiff.pipelines.text_to_video import TextToVideoPipeline
+    if name in _LAZY:
+        import importlib
 
-        return TextToVideoPipeline
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'vidiff' has no attribute {name!r}")

@@ -38,13 +38,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     from vidiff.pipelines import generate as gen
     from vidiff.pipelines.cascade import interpolation_stage, read_cascade, upscaler_geometry
-    from vidiff.pipelines.text_to_video import SCHEDULERS
 
     # 1. Check everything that can be checked without loading a model
     if (args.prompt is None) == (args.prompts_file is None):
         raise ValueError("give exactly one of PROMPT or --prompts-file")
-    if args.scheduler not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler {args.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+    if args.scheduler not in gen.SCHEDULER_NAMES:
+        raise ValueError(f"unknown scheduler {args.scheduler!r}; choose one of {', '.join(gen.SCHEDULER_NAMES)}")
     if args.fps <= 0:
         raise ValueError(f"--fps {args.fps} must be positive")
     model = Path(args.model) if args.model else gen.default_model()

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 VIDEO_SUFFIXES = (".mp4", ".gif", ".webm")
+SCHEDULER_NAMES = ("ddim", "dpm++", "euler")  # text_to_video.SCHEDULERS' keys, without importing diffusers
 DEFAULT_OUTPUT = "outputs/{slug}-{seed}.mp4"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default-model"
 DEFAULT_GUIDANCE = 7.5  # Stable Diffusion's usual scale; a model folder may recommend its own (sampling.json)
