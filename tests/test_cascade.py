@@ -149,3 +149,9 @@ def test_upscale_cli_errors_are_one_line_with_exit_code_2(cascade, tiny_video_fo
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_info_lists_the_cascade_stages(cascade, capsys):
+    assert main(["info", str(cascade)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["cascade"]["interpolation"]["factor"] == 2 and info["cascade"]["upscale"]["scale"] == 2

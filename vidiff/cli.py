@@ -331,6 +331,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         "temporal_attention_parameters": count(TemporalAttention),
         "components": sorted(p.name for p in folder.iterdir() if p.is_dir()) if unet_folder != folder else [],
     }
+    from vidiff.pipelines.cascade import STAGE_SETTING, read_cascade
+
+    stages = read_cascade(folder) if unet_folder != folder else {}
+    if stages:  # a cascade: what each later stage does by default
+        info["cascade"] = {name: {"path": str(stage.path), STAGE_SETTING[name]: stage.default, **stage.sampling}
+                           for name, stage in stages.items()}
     print(json.dumps(info, indent=2))
     return 0
 
