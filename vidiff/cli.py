@@ -119,13 +119,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cascade_stages(args, model, pipe, dtype, factor: int, scale: int, progress: bool):
     """post(frames, job) for run_jobs: interpolation by `factor`, then super-resolution by `scale` (1: skipped)."""
-    from vidiff.pipelines.cascade import load_interpolation, load_upscaler
+    from vidiff.pipelines.cascade import interpolation_settings, load_interpolation, load_upscaler
     from vidiff.pipelines.interpolate import interpolate
     from vidiff.pipelines.upscale import upscale, upscale_passes
 
     between = load_interpolation(model, pipe.device, dtype, base_pipe=pipe) if factor > 1 else None
-    sampling = interpolation_sampling(model, argparse.Namespace(steps=args.interpolate_steps, init=None,
-                                                                strength=None)) if factor > 1 else {}
+    sampling = interpolation_settings(model, args.interpolate_steps) if factor > 1 else {}
     upscaler = load_upscaler(model, pipe.device, dtype, base_pipe=pipe) if scale > 1 else None
     if upscaler is not None:
         upscale_passes(scale, upscaler.scale)

@@ -122,9 +122,10 @@ def make_tiny_upscaler(folder: str | os.PathLike, width: int = 32, seed: int = 0
     """Write a tiny Stable Diffusion x4-upscaler folder (diffusers' StableDiffusionUpscalePipeline layout, random
     weights): the x4 upscaler's U-Net layout at `width`, a `vae_blocks`-block VAE (3: 4x, as the real one), DDIM
     sampling and the DDPM low-res noise schedule. `in_channels` 4 + 3 r^2 folds larger low-res frames (vidiff)."""
-    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionUpscalePipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, StableDiffusionUpscalePipeline, UNet2DConditionModel
 
     from vidiff.models.configs import X4_UPSCALER_UNET
+    from vidiff.pipelines.upscale import default_low_res_scheduler
 
     tokenizer = tokenizer or make_tokenizer()
     text_encoder = text_encoder or make_text_encoder(tokenizer, width=width, seed=seed)
@@ -143,7 +144,7 @@ def make_tiny_upscaler(folder: str | os.PathLike, width: int = 32, seed: int = 0
         unet.conv_out.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(seed))
     pipe = StableDiffusionUpscalePipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=make_scheduler(),
-        low_res_scheduler=DDPMScheduler(beta_schedule="linear", beta_start=1e-4, beta_end=0.02), max_noise_level=350,
+        low_res_scheduler=default_low_res_scheduler(), max_noise_level=350,
     )
     pipe.save_pretrained(folder, safe_serialization=True)
     return Path(folder)

@@ -18,11 +18,12 @@ import shutil
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionUpscalePipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, StableDiffusionUpscalePipeline, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from vidiff.models.inflate import inflate_model_folder
 from vidiff.pipelines.generate import DEFAULT_MODEL_DIR
+from vidiff.pipelines.upscale import default_low_res_scheduler
 from vidiff.tiny import make_scheduler
 
 
@@ -53,7 +54,7 @@ def main(argv=None) -> Path:
     StableDiffusionUpscalePipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=CLIPTokenizer.from_pretrained(args.base / "tokenizer"),
         unet=unet, scheduler=make_scheduler(),
-        low_res_scheduler=DDPMScheduler(beta_schedule="linear", beta_start=1e-4, beta_end=0.02), max_noise_level=350,
+        low_res_scheduler=default_low_res_scheduler(), max_noise_level=350,
     ).save_pretrained(image, safe_serialization=True)
     # diffusers' upscale pipeline forces the x4 VAE's 0.08333 into the config; keep the one train_vae.py measured
     config_path = image / "vae" / "config.json"

@@ -37,7 +37,8 @@ def unet_from_checkpoint(checkpoint: Path, base: Path, stage: str) -> VideoUNet:
     saved = load_checkpoint(checkpoint)
     weights = saved["ema"] if saved["ema"] is not None else saved["params"]
     missing, unexpected = unet.load_state_dict(weights, strict=False)
-    missing = [k for k in missing if k not in dict(unet.named_buffers())]  # buffers (position tables) are not trained
+    buffers = {name for name, _ in unet.named_buffers()}  # position tables: not trained, so not in checkpoints
+    missing = [k for k in missing if k not in buffers]
     if unexpected or missing:
         raise ValueError(f"{checkpoint} does not fit {base}: missing {missing[:3]}, unexpected {unexpected[:3]}; "
                          "train with trainable: all, and pass the --base it was trained from")

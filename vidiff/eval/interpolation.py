@@ -23,24 +23,26 @@ def _check(keyframes: np.ndarray, factor: int) -> None:
         raise ValueError(f"factor {factor} must be at least 2")
 
 
-def _pairs(keyframes: np.ndarray, factor: int, between) -> np.ndarray:
-    """Apply `between(a, b, t) -> frame` for t = 1/k .. (k-1)/k between each pair of keyframes."""
+def _pairs(keyframes: np.ndarray, factor: int, pair) -> np.ndarray:
+    """For each pair of neighbouring keyframes, `pair(a, b)` returns `between(t)`, called for t = 1/k .. (k-1)/k."""
     _check(keyframes, factor)
     out = [keyframes[0]]
     for a, b in zip(keyframes[:-1], keyframes[1:]):
-        out += [between(a, b, i / factor) for i in range(1, factor)] + [b]
+        between = pair(a, b)
+        out += [between(i / factor) for i in range(1, factor)] + [b]
     return np.stack(out)
 
 
 def repeat_frames(keyframes: np.ndarray, factor: int) -> np.ndarray:
-    return _pairs(keyframes, factor, lambda a, b, t: a)
+    return _pairs(keyframes, factor, lambda a, b: lambda t: a)
 
 
 def blend_frames(keyframes: np.ndarray, factor: int) -> np.ndarray:
-    def between(a, b, t):
-        return np.rint((1 - t) * a.astype(np.float64) + t * b.astype(np.float64)).astype(np.uint8)
+    def pair(a, b):
+        a, b = a.astype(np.float64), b.astype(np.float64)
+        return lambda t: np.rint((1 - t) * a + t * b).astype(np.uint8)
 
-    return _pairs(keyframes, factor, between)
+    return _pairs(keyframes, factor, pair)
 
 
 def farneback_frames(keyframes: np.ndarray, factor: int) -> np.ndarray:
@@ -60,20 +62,18 @@ def farneback_frames(keyframes: np.ndarray, factor: int) -> np.ndarray:
         where = grid + offset
         return cv2.remap(image, where[..., 0], where[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
-    cache = {}
+    def pair(a, b):
+        f01, f10 = flow(a, b), flow(b, a)  # once per pair of keyframes
 
-    def between(a, b, t):
-        key = (id(a), id(b))
-        if key not in cache:
-            cache.clear()
-            cache[key] = flow(a, b), flow(b, a)
-        f01, f10 = cache[key]
-        f_t0 = -(1 - t) * t * f01 + t * t * f10  # Super SloMo eq. 4: where each in-between pixel was in a ...
-        f_t1 = (1 - t) ** 2 * f01 - t * (1 - t) * f10  # ... and where it will be in b
-        mixed = (1 - t) * warp(a, f_t0).astype(np.float64) + t * warp(b, f_t1).astype(np.float64)
-        return np.rint(mixed).astype(np.uint8)
+        def between(t):
+            f_t0 = -(1 - t) * t * f01 + t * t * f10  # Super SloMo eq. 4: where each in-between pixel was in a ...
+            f_t1 = (1 - t) ** 2 * f01 - t * (1 - t) * f10  # ... and where it will be in b
+            mixed = (1 - t) * warp(a, f_t0).astype(np.float64) + t * warp(b, f_t1).astype(np.float64)
+            return np.rint(mixed).astype(np.uint8)
 
-    return _pairs(keyframes, factor, between)
+        return between
+
+    return _pairs(keyframes, factor, pair)
 
 
 BASELINE_FUNCTIONS = {"repeat": repeat_frames, "blend": blend_frames, "farneback": farneback_frames}

@@ -15,6 +15,7 @@ cast to the run's dtype on load.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from dataclasses import dataclass, field
@@ -61,22 +62,32 @@ def stage_unet_config(stage: Stage) -> dict:
     return json.loads((stage.path / "unet" / "config.json").read_text())
 
 
-def load_stage(base_pipe, stage: Stage, dtype: torch.dtype | None = None):
-    """A pipeline for `stage` that shares every component of `base_pipe` the stage folder does not replace."""
-    from diffusers import AutoencoderKL
-
+def load_stage(model: Path, stage: Stage, pipeline_class, device: torch.device, dtype: torch.dtype, base_pipe=None):
+    """A `pipeline_class` for a cascade stage: its own U-Net, plus each component its folder holds, else the base
+    model's: the modules of `base_pipe` when one is loaded (shared, not copied), else read from `model` (the base
+    U-Net is never loaded). Schedulers are never shared: they keep state between calls."""
     from vidiff.models.video_unet import VideoUNet
 
-    dtype = dtype or base_pipe.unet.dtype
-    components = dict(base_pipe.components)
-    components["unet"] = VideoUNet.from_pretrained(stage.path / "unet", torch_dtype=dtype)
-    if (stage.path / "vae").is_dir():
-        components["vae"] = AutoencoderKL.from_pretrained(stage.path / "vae", torch_dtype=dtype)
-    scheduler = type(base_pipe.scheduler)  # its own instance: a scheduler keeps state between calls
-    components["scheduler"] = (scheduler.from_pretrained(stage.path / "scheduler")
-                               if (stage.path / "scheduler").is_dir() else scheduler.from_config(base_pipe.scheduler.config))
-    pipe = type(base_pipe)(**components)
-    return pipe.to(base_pipe.device)
+    shared = dict(base_pipe.components) if base_pipe is not None else {}
+    components = {"unet": VideoUNet.from_pretrained(stage.path / "unet", torch_dtype=dtype)}
+    for name in ("vae", "text_encoder", "tokenizer", "scheduler"):
+        own = (stage.path / name).is_dir()
+        if not own and name in shared:
+            components[name] = (shared[name] if name != "scheduler"
+                                else type(shared[name]).from_config(shared[name].config))
+            continue
+        kwargs = {"torch_dtype": dtype} if name in ("vae", "text_encoder") else {}
+        components[name] = _component_class(model, name).from_pretrained((stage.path if own else model) / name,
+                                                                         **kwargs)
+    if "low_res_scheduler" in inspect.signature(pipeline_class.__init__).parameters:
+        from diffusers import DDPMScheduler
+
+        from vidiff.pipelines.upscale import default_low_res_scheduler
+
+        low_res = stage.path / "low_res_scheduler"
+        components["low_res_scheduler"] = (DDPMScheduler.from_pretrained(low_res) if low_res.is_dir()
+                                           else default_low_res_scheduler())
+    return pipeline_class(**components).to(device)
 
 
 def interpolation_stage(model: str | os.PathLike) -> Stage:
@@ -113,16 +124,12 @@ def interpolation_settings(model: str | os.PathLike, steps: int | None = None, i
 def load_interpolation(model: str | os.PathLike, device: torch.device, dtype: torch.dtype, base_pipe=None):
     """A pipeline for `vidiff.pipelines.interpolate.interpolate`, from a cascade or a masked-frame model folder.
     A `base_pipe` already loaded from `model` lends its components."""
-    from vidiff.models.video_unet import VideoUNet
     from vidiff.pipelines.text_to_video import TextToVideoPipeline
 
     stage = interpolation_stage(model)
     if stage.path == Path(model):
         return TextToVideoPipeline.from_pretrained(model, torch_dtype=dtype).to(device)
-    if base_pipe is not None:
-        return load_stage(base_pipe, stage, dtype)
-    unet = VideoUNet.from_pretrained(stage.path / "unet", torch_dtype=dtype)  # the base U-Net is never loaded
-    return TextToVideoPipeline.from_pretrained(model, unet=unet, torch_dtype=dtype).to(device)
+    return load_stage(Path(model), stage, TextToVideoPipeline, device, dtype, base_pipe)
 
 
 def upscale_stage(model: str | os.PathLike) -> Stage:
@@ -147,30 +154,12 @@ def upscale_stage(model: str | os.PathLike) -> Stage:
 def load_upscaler(model: str | os.PathLike, device: torch.device, dtype: torch.dtype, base_pipe=None):
     """An UpscalePipeline from a cascade's upscale stage (the base lends what the stage folder lacks; a
     `base_pipe` already loaded lends its modules) or from an upscaler model folder."""
-    from diffusers import DDPMScheduler
-
-    from vidiff.models.video_unet import VideoUNet
     from vidiff.pipelines.upscale import UpscalePipeline
 
-    model = Path(model)
     stage = upscale_stage(model)
-    if stage.path == model:
+    if stage.path == Path(model):
         return UpscalePipeline.from_pretrained(model, torch_dtype=dtype).to(device)
-    shared = dict(base_pipe.components) if base_pipe is not None else {}
-    components = {}
-    for name in ("vae", "text_encoder", "tokenizer", "scheduler"):
-        own = (stage.path / name).is_dir()
-        if name in shared and not own and name != "scheduler":  # a scheduler keeps state: never shared
-            components[name] = shared[name]
-            continue
-        cls = _component_class(model, name)
-        kwargs = {"torch_dtype": dtype} if name in ("vae", "text_encoder") else {}
-        components[name] = cls.from_pretrained((stage.path if own else model) / name, **kwargs)
-    low_res = stage.path / "low_res_scheduler"
-    components["low_res_scheduler"] = (DDPMScheduler.from_pretrained(low_res) if low_res.is_dir() else
-                                       DDPMScheduler(beta_schedule="linear", beta_start=1e-4, beta_end=0.02))
-    unet = VideoUNet.from_pretrained(stage.path / "unet", torch_dtype=dtype)
-    return UpscalePipeline(unet=unet, **components).to(device)
+    return load_stage(Path(model), stage, UpscalePipeline, device, dtype, base_pipe)
 
 
 def _component_class(model: Path, name: str):

@@ -61,11 +61,10 @@ class TextToVideoPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, torch_dtype: torch.dtype | None = None,
-                        inflate_image_model: bool = False, unet: VideoUNet | None = None) -> TextToVideoPipeline:
+                        inflate_image_model: bool = False) -> TextToVideoPipeline:
         """Load a video model folder written by `vidiff inflate` (or training): each component by its named class.
 
         inflate_image_model: also accept a Stable Diffusion folder, inflating its U-Net with default settings.
-        unet: use this U-Net instead of the folder's (a cascade stage's); the folder's is then never loaded.
         """
         folder = Path(folder)
         check_model_folder(folder, (*COMPONENTS, "unet"))
@@ -73,9 +72,7 @@ class TextToVideoPipeline(DiffusionPipeline):
         index = json.loads(index_path.read_text()) if index_path.is_file() else {}
         unet_config = json.loads((folder / "unet" / "config.json").read_text())
         dtype = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
-        if unet is not None:
-            pass
-        elif unet_config.get("_class_name") == "VideoUNet":
+        if unet_config.get("_class_name") == "VideoUNet":
             unet = VideoUNet.from_pretrained(folder / "unet", **dtype)
         elif inflate_image_model and unet_config.get("_class_name") == "UNet2DConditionModel":
             unet = inflate_unet(UNet2DConditionModel.from_pretrained(folder / "unet", **dtype))

@@ -30,6 +30,11 @@ DEFAULT_NOISE_LEVEL = 20  # StableDiffusionUpscalePipeline's default
 MAX_NOISE_LEVEL = 350  # ... and the x4 upscaler's max_noise_level
 
 
+def default_low_res_scheduler() -> DDPMScheduler:
+    """The x4 upscaler's noise-augmentation schedule: DDPM, linear betas 1e-4..0.02 over 1000 steps."""
+    return DDPMScheduler(beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
+
+
 def lowres_fold(unet_in_channels: int, latent_channels: int) -> int:
     """r such that the U-Net reads latents + 3 r^2 low-resolution channels (1 for the x4 upscaler's 7 channels)."""
     extra = unet_in_channels - latent_channels
@@ -103,7 +108,7 @@ class UpscalePipeline(TextToVideoPipeline):
         if (folder / "low_res_scheduler").is_dir():
             low_res = DDPMScheduler.from_pretrained(folder / "low_res_scheduler")
         else:
-            low_res = DDPMScheduler(beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
+            low_res = default_low_res_scheduler()
         index_path = folder / "model_index.json"
         index = json.loads(index_path.read_text()) if index_path.is_file() else {}
         return cls(**base.components, low_res_scheduler=low_res,
