@@ -340,7 +340,7 @@ def test_high_noise_fraction_moves_that_share_of_timesteps_into_the_noisiest_ten
         TrainConfig(model="m", data="d", high_noise_fraction=1.5).check()
 
 
-@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
 def test_the_objective_follows_the_scheduler_prediction_type(prediction_type, monkeypatch):
     from diffusers import DDPMScheduler
 
@@ -364,5 +364,6 @@ def test_the_objective_follows_the_scheduler_prediction_type(prediction_type, mo
     torch.rand(2, generator=generator)
     noise = torch.randn(latents.shape, generator=generator)
     timesteps = torch.randint(0, 1000, (2,), generator=generator)
-    target = scheduler.get_velocity(latents, noise, timesteps) if prediction_type == "v_prediction" else noise
+    target = {"epsilon": noise, "v_prediction": scheduler.get_velocity(latents, noise, timesteps),
+              "sample": latents}[prediction_type]
     torch.testing.assert_close(loss, target.square().mean())

@@ -2,11 +2,12 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["TextToVideoPipeline", "VideoUNet", "freeze_spatial", "inflate_unet", "temporal_parameters", "__version__"]
+__all__ = ["PixelShuffleCodec", "TextToVideoPipeline", "VideoUNet", "freeze_spatial", "inflate_unet", "temporal_parameters", "__version__"]
 
 # Every name is imported on first use (PEP 562): the models pull in diffusers and torch (about 8 s on a 2-core
 # CPU), which `vidiff --help` and the command line's input checks do not need.
 _LAZY = {
+    "PixelShuffleCodec": "vidiff.models.pixel_codec",
     "VideoUNet": "vidiff.models.video_unet",
     "inflate_unet": "vidiff.models.inflate",
     "freeze_spatial": "vidiff.models.temporal",

@@ -37,7 +37,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     from vidiff.pipelines import generate as gen
-    from vidiff.pipelines.cascade import interpolation_stage, read_cascade, upscaler_geometry
+    from vidiff.pipelines.cascade import interpolation_stage, read_cascade, upscale_settings, upscaler_geometry
 
     # 1. Check everything that can be checked without loading a model
     if (args.prompt is None) == (args.prompts_file is None):
@@ -79,8 +79,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         for job in jobs:
             if (job.height or 0) % fold or (job.width or 0) % fold:
                 raise ValueError(f"{job.width}x{job.height} frames must be multiples of {fold} to upscale")
-        if args.upscale_steps < 1:
-            raise ValueError(f"--upscale-steps {args.upscale_steps} must be at least 1")
+        upscale_settings(model, args.upscale_steps)
     device = gen.pick_device(args.device)
     dtype = gen.pick_dtype(args.dtype, device)
     if args.threads is not None:
@@ -119,13 +118,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cascade_stages(args, model, pipe, dtype, factor: int, scale: int, progress: bool):
     """post(frames, job) for run_jobs: interpolation by `factor`, then super-resolution by `scale` (1: skipped)."""
-    from vidiff.pipelines.cascade import interpolation_settings, load_interpolation, load_upscaler
+    from vidiff.pipelines.cascade import interpolation_settings, load_interpolation, load_upscaler, upscale_settings
     from vidiff.pipelines.interpolate import interpolate
     from vidiff.pipelines.upscale import upscale, upscale_passes
 
     between = load_interpolation(model, pipe.device, dtype, base_pipe=pipe) if factor > 1 else None
     sampling = interpolation_settings(model, args.interpolate_steps) if factor > 1 else {}
     upscaler = load_upscaler(model, pipe.device, dtype, base_pipe=pipe) if scale > 1 else None
+    upscaling = upscale_settings(model, args.upscale_steps) if scale > 1 else {}
     if upscaler is not None:
         upscale_passes(scale, upscaler.scale)
     for stage in (between, upscaler):
@@ -139,9 +139,8 @@ def cascade_stages(args, model, pipe, dtype, factor: int, scale: int, progress: 
                                  **sampling)
             meta["interpolation"] = {"factor": factor, **sampling}
         if upscaler is not None:
-            frames = upscale(upscaler, frames, scale, num_inference_steps=args.upscale_steps, seed=job.seed,
-                             show_progress=progress)
-            meta["upscale"] = {"scale": scale, "steps": args.upscale_steps}
+            frames = upscale(upscaler, frames, scale, seed=job.seed, show_progress=progress, **upscaling)
+            meta["upscale"] = {"scale": scale, **upscaling}
         return frames, meta
 
     return post
@@ -200,15 +199,15 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     import time
 
     from vidiff.pipelines import generate as gen
-    from vidiff.pipelines.cascade import load_upscaler, read_cascade, upscaler_geometry
+    from vidiff.pipelines.cascade import load_upscaler, read_cascade, upscale_settings, upscaler_geometry
 
     start = time.perf_counter()
     # 1. Check everything that can be checked without loading a model
     check_upscale_settings(args)
     model = Path(args.model) if args.model else gen.default_model()
     if not args.model and "upscale" not in read_cascade(model):
-        raise ValueError("no upscaler ships with vidiff yet; pass --model DIR: `vidiff inflate` of a Stable Diffusion "
-                         "x4-upscaler folder, or a model trained with `vidiff train ... task=upscale`")
+        raise ValueError(f"the default model {model} names no upscale stage; pass --model DIR: `vidiff inflate` of a "
+                         "Stable Diffusion x4-upscaler folder, or a model trained with `vidiff train ... task=upscale`")
     gen.check_output(args.output)
     if Path(args.output).exists():
         raise FileExistsError(f"{args.output} already exists; choose another -o")
@@ -216,6 +215,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from vidiff.pipelines.upscale import upscale, upscale_passes
 
     upscale_passes(args.scale, model_scale)
+    settings = upscale_settings(model, args.steps, args.noise_level)
     from vidiff.io.video import read_video, write_video
 
     frames, fps = read_video(args.input)  # unreadable or missing input: a one-line error, exit 2
@@ -227,12 +227,12 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     device = gen.pick_device(args.device)
     pipe = load_upscaler(model, device, gen.pick_dtype("auto", device))
     pipe.set_progress_bar_config(disable=not args.progress)
-    out = upscale(pipe, frames, args.scale, prompt=args.prompt, num_inference_steps=args.steps,
-                  noise_level=args.noise_level, seed=args.seed, shared_noise=not args.independent_noise,
-                  window=args.window, overlap=args.overlap, show_progress=args.progress)
+    out = upscale(pipe, frames, args.scale, prompt=args.prompt, seed=args.seed, shared_noise=not args.independent_noise,
+                  window=args.window, overlap=args.overlap, show_progress=args.progress, **settings)
     write_video(out, args.output, fps=fps, metadata={
         "input": str(args.input), "input_size": [int(frames.shape[2]), int(frames.shape[1])], "scale": args.scale,
-        "model": str(model), "steps": args.steps, "noise_level": args.noise_level, "seed": args.seed,
+        "model": str(model), "steps": settings["num_inference_steps"], "noise_level": settings["noise_level"],
+        "seed": args.seed,
         "prompt": args.prompt, "shared_noise": not args.independent_noise, "window": args.window,
         "seconds": round(time.perf_counter() - start, 2)})
     print(f"wrote {args.output}: {frames.shape[2]}x{frames.shape[1]} -> {out.shape[2]}x{out.shape[1]}, "
@@ -243,9 +243,9 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 def check_upscale_settings(args: argparse.Namespace) -> None:
     if args.scale < 2:
         raise ValueError(f"--scale {args.scale} must be at least 2")
-    if args.steps < 1:
+    if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps {args.steps} must be at least 1")
-    if not 0 <= args.noise_level <= 350:
+    if args.noise_level is not None and not 0 <= args.noise_level <= 350:
         raise ValueError(f"--noise-level {args.noise_level} must be within 0..350")
     if args.window is not None and args.window < 2:
         raise ValueError(f"--window {args.window} must be at least 2 frames")
@@ -399,8 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interpolate-steps", type=int, help="denoising steps of each interpolation window (default: "
                    "the stage's cascade.json recommendation, else 10)")
     p.add_argument("--upscale", type=int, metavar="S", help="then raise the resolution S times with the model's "
-                   "super-resolution stage (default: the model's cascade.json; the shipped model has none yet; 1: off)")
-    p.add_argument("--upscale-steps", type=int, default=10, help="denoising steps of the upscaler (default 10)")
+                   "super-resolution stage (default: the model's cascade.json, 2 for the shipped model; 1: off)")
+    p.add_argument("--upscale-steps", type=int, help="denoising steps of the upscaler (default: the stage's "
+                   "cascade.json recommendation, else 25)")
     p.add_argument("--dtype", default="auto", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), or e.g. cuda:1, cpu")
     p.add_argument("--cpu-offload", action="store_true", help="keep models on the CPU until used (small GPUs)")
@@ -449,10 +450,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output path: .mp4 .gif .webm, or a folder for PNGs")
     p.add_argument("--model", help="a cascade folder naming an upscale stage, or an upscaler model folder: `vidiff "
                    "inflate` of a Stable Diffusion x4-upscaler folder, or a model trained with task: upscale "
-                   "(required until vidiff ships an upscaler)")
-    p.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
-    p.add_argument("--noise-level", type=int, default=20, help="noise added to the low-res frames, 0..350 "
-                   "(default 20, as Stable Diffusion's upscaler); more hides compression artefacts")
+                   "(default: the 2x stage shipped with vidiff, trained on the shapes world)")
+    p.add_argument("--steps", type=int, help="denoising steps (default: the stage's cascade.json recommendation, "
+                   "else 25)")
+    p.add_argument("--noise-level", type=int, help="noise added to the low-res frames, 0..350 (default: the "
+                   "stage's recommendation, else 20 as Stable Diffusion's upscaler); more hides compression artefacts")
     p.add_argument("--prompt", default="", help="optional text describing the video (default: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the starting noise (default 0)")
     p.add_argument("--window", type=int, help="frames per U-Net call (default: the model's max_frames); lower "

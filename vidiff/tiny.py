@@ -138,7 +138,7 @@ def make_tiny_upscaler(folder: str | os.PathLike, width: int = 32, seed: int = 0
                             mid_block_add_attention=vae_blocks > 2).eval()
     torch.manual_seed(seed)
     config = {**scaled(X4_UPSCALER_UNET, width=width, cross_attention_dim=text_encoder.config.hidden_size),
-              "in_channels": in_channels}
+              "in_channels": in_channels, "out_channels": vae.config.latent_channels}
     unet = UNet2DConditionModel(**config).eval()
     with torch.no_grad():  # diffusers zero-initialises conv_out; random, so that outputs carry signal
         unet.conv_out.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(seed))

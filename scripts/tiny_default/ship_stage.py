@@ -7,7 +7,8 @@
 SOURCE is the `model/` folder a `vidiff train` run writes at its end, or one of its checkpoints (its EMA weights
 over the model it was trained from: the default model, widened for interpolation; --base for an upscaler). The
 stage gets the U-Net, stored in fp16 (half the package bytes; cast back on load), plus every component that differs
-from the base's (an upscaler's own VAE and low-res scheduler). The stage folder and cascade.json are each written
+from the base's (an upscaler's own VAE or pixel codec, scheduler and low-res scheduler) with the source's
+model_index.json naming their classes. The stage folder and cascade.json are each written
 atomically. Refuses more than 30 MB of weights in the whole default model.
 """
 
@@ -74,9 +75,12 @@ def main(argv=None) -> Path:
     stage_dir = DEFAULT_MODEL_DIR / args.stage
     with atomic_dir(stage_dir, overwrite=True) as tmp:
         torch.nn.Module.to(unet, torch.float16).save_pretrained(tmp / "unet")  # nn.Module.to: no diffusers warning
-        for name in (*COMPONENTS, *EXTRA_COMPONENTS):
-            if (components / name).is_dir() and component_differs(components, name):
-                shutil.copytree(components / name, tmp / name)
+        own = [name for name in (*COMPONENTS, *EXTRA_COMPONENTS)
+               if (components / name).is_dir() and component_differs(components, name)]
+        for name in own:
+            shutil.copytree(components / name, tmp / name)
+        if own and (components / "model_index.json").is_file():  # the classes of those components
+            shutil.copy(components / "model_index.json", tmp / "model_index.json")
         provenance = {"source": str(args.source), "components_from": str(components), "unet_dtype": "float16",
                       "note": args.note}
         (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")

@@ -9,7 +9,7 @@ A cascade folder is a base video model folder (it loads as one, so `--model` tak
 `sampling` (optional) holds keyword arguments the stage samples best with; the CLI uses them unless told otherwise.
 
 A stage folder holds at least `unet/`. Any other component it holds (`vae/`, `scheduler/`, ...) replaces the
-base's; the rest are shared, loaded once. Stage U-Nets may be stored in fp16 (half the bytes in the package) and are
+base's, loaded as the class its own `model_index.json` names (else the base's); the rest are shared, loaded once. Stage U-Nets may be stored in fp16 (half the bytes in the package) and are
 cast to the run's dtype on load.
 """
 
@@ -77,8 +77,10 @@ def load_stage(model: Path, stage: Stage, pipeline_class, device: torch.device, 
                                 else type(shared[name]).from_config(shared[name].config))
             continue
         kwargs = {"torch_dtype": dtype} if name in ("vae", "text_encoder") else {}
-        components[name] = _component_class(model, name).from_pretrained((stage.path if own else model) / name,
-                                                                         **kwargs)
+        # a component of the stage's own may be of another class than the base's (an upscaler's pixel codec)
+        index_dir = stage.path if own and (stage.path / "model_index.json").is_file() else model
+        components[name] = _component_class(index_dir, name).from_pretrained((stage.path if own else model) / name,
+                                                                             **kwargs)
     if "low_res_scheduler" in inspect.signature(pipeline_class.__init__).parameters:
         from diffusers import DDPMScheduler
 
@@ -149,6 +151,19 @@ def upscale_stage(model: str | os.PathLike) -> Stage:
                          "upscaler; inflate a Stable Diffusion x4 upscaler folder with `vidiff inflate`, or train "
                          "one with `vidiff train ... task=upscale`") from None
     return stage
+
+
+def upscale_settings(model: str | os.PathLike, steps: int | None = None, noise_level: int | None = None) -> dict:
+    """Keyword arguments for `upscale`: the given steps / noise level, else the stage's cascade.json recommendation,
+    else 25 steps at noise level 20 (Stable Diffusion's upscaler)."""
+    from vidiff.pipelines.upscale import DEFAULT_NOISE_LEVEL
+
+    recommended = upscale_stage(model).sampling
+    steps = steps if steps is not None else recommended.get("steps", 25)
+    noise_level = noise_level if noise_level is not None else recommended.get("noise_level", DEFAULT_NOISE_LEVEL)
+    if steps < 1:
+        raise ValueError(f"upscale steps {steps} must be at least 1")
+    return {"num_inference_steps": steps, "noise_level": noise_level}
 
 
 def load_upscaler(model: str | os.PathLike, device: torch.device, dtype: torch.dtype, base_pipe=None):

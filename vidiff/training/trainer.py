@@ -337,6 +337,8 @@ def _loss(batch, unet, vae, text_encoder, tokenizer, noise_scheduler, generator,
         noisy = torch.cat([noisy, condition.to(noisy.dtype)], dim=1)
     if noise_scheduler.config.prediction_type == "v_prediction":
         target = noise_scheduler.get_velocity(latents, noise, timesteps)
+    elif noise_scheduler.config.prediction_type == "sample":  # x0: the loss is the pixel / latent MSE itself
+        target = latents
     else:
         target = noise
     extra = {} if labels is None else {"class_labels": labels}  # the upscaler's noise level
