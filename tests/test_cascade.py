@@ -142,7 +142,6 @@ def test_upscale_cli_errors_are_one_line_with_exit_code_2(cascade, tiny_video_fo
         ([str(bad), "--scale", "2", "--model", str(cascade)], "bad.mp4"),
         ([str(tmp_path / "missing.mp4"), "--scale", "2", "--model", str(cascade)], "missing.mp4"),
         ([str(odd), "--scale", "2", "--model", str(cascade)], "multiple of 4"),
-        ([str(small_clip), "--scale", "2"], "no upscaler ships with vidiff yet"),
     ]
     for args, message in cases:
         assert main(["upscale", *args, "-o", str(out), *FAST]) == 2

@@ -46,7 +46,8 @@ def test_bad_configs_are_refused(kwargs, needle):
 @pytest.fixture(scope="module")
 def codec_cascade(tiny_video_folder, tmp_path_factory):
     """The tiny video model with a 2x upscale stage in pixel space: codec by 4 (48 latent channels), low-res folded
-    by 2 (12 channels), an x0-predicting scheduler, all in the stage folder with its own model_index.json."""
+    by 2 (12 channels), a residual model with an x0-predicting scheduler that ends on alpha = 1, all in the stage
+    folder with its own model_index.json."""
     from transformers import CLIPTextModel, CLIPTokenizer
 
     from vidiff.tiny import make_scheduler, make_tiny_upscaler
@@ -59,12 +60,14 @@ def codec_cascade(tiny_video_folder, tmp_path_factory):
                                tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"))
     config_path = image / "vae" / "config.json"  # diffusers' upscale pipeline imposes the x4 VAE's 0.08333
     config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "scaling_factor": 1.0}))
-    DDIMScheduler.from_config(make_scheduler().config, prediction_type="sample").save_pretrained(image / "scheduler")
+    DDIMScheduler.from_config(make_scheduler().config, prediction_type="sample",
+                              set_alpha_to_one=True).save_pretrained(image / "scheduler")
     video = inflate_model_folder(image, root / "x2-video", max_frames=8)
     stage = folder / "upscale"
     for name in ("unet", "vae", "scheduler", "low_res_scheduler"):
         shutil.copytree(video / name, stage / name)
-    shutil.copy(video / "model_index.json", stage / "model_index.json")
+    index = json.loads((video / "model_index.json").read_text())
+    (stage / "model_index.json").write_text(json.dumps({**index, "residual": True}))
     (folder / "cascade.json").write_text(json.dumps({"upscale": {"path": "upscale", "scale": 2,
                                                                  "sampling": {"steps": 3, "noise_level": 10}}}))
     return folder
@@ -92,3 +95,55 @@ def test_pixel_space_upscale_returns_twice_the_size(codec_cascade):
     assert out.shape == (5, 32, 32, 3) and out.dtype == frames.dtype
     again = upscale(pipe, frames, 2, num_inference_steps=2, window=4, overlap=2)
     assert (out == again).all()  # seeded
+
+
+def test_an_untrained_residual_upscaler_returns_the_bicubic_upsample(codec_cascade):
+    """A residual stage whose U-Net outputs zero adds nothing: the frames are the low-res frames' bicubic upsample.
+    The x0-predicting scheduler with set_alpha_to_one ends on the clean estimate, so no noise is left either."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    from vidiff.pipelines.upscale import upscale
+
+    pipe = load_upscaler(codec_cascade, torch.device("cpu"), torch.float32)
+    assert pipe.config.residual and pipe.scheduler.config.set_alpha_to_one
+    torch.nn.init.zeros_(pipe.unet.unet.conv_out.weight)
+    torch.nn.init.zeros_(pipe.unet.unet.conv_out.bias)
+    frames = (torch.rand(3, 16, 16, 3, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8).numpy()
+    out = upscale(pipe, frames, 2, num_inference_steps=3)
+    lowres = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1
+    reference = F.interpolate(lowres, scale_factor=2, mode="bicubic", align_corners=False).clamp(-1, 1)
+    reference = ((reference + 1) * 127.5).permute(0, 2, 3, 1).numpy()
+    assert np.abs(out.astype(np.float64) - reference).max() <= 0.5 + 1e-3  # uint8 rounding only
+
+
+def test_a_residual_upscaler_trains_on_the_difference_from_bicubic(monkeypatch):
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+    from diffusers import DDPMScheduler
+
+    from vidiff.pipelines.upscale import default_low_res_scheduler
+    from vidiff.training import trainer
+
+    codec = PixelShuffleCodec(factor=4)
+    pipe = SimpleNamespace(scale=2, fold=2, low_res_scheduler=default_low_res_scheduler(), vae=codec,
+                           config=SimpleNamespace(residual=True))
+    upscaling = trainer._Upscaling(pipe, SimpleNamespace(lowres_blur_max=0.0, lowres_noise_max=0))
+    coarse = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(1)) * 2 - 1  # smooth frames
+    video = rearrange(F.interpolate(coarse, size=16, mode="bilinear"), "(b f) c h w -> b c f h w", b=1)
+
+    class ZeroUNet(torch.nn.Module):
+        def forward(self, x, t, text, class_labels=None):
+            assert x.shape[1] == 48 + 12  # noisy residual + folded low-res condition
+            return SimpleNamespace(sample=torch.zeros(x.shape[0], 48, *x.shape[2:]))
+
+    monkeypatch.setattr(trainer, "_encode", lambda *args: torch.zeros(1, 77, 8))
+    loss = trainer._loss({"video": video, "caption": ["x"]}, ZeroUNet(), codec, None, None,
+                         DDPMScheduler(prediction_type="sample"), trainer.step_generator(0), 0.0,
+                         torch.device("cpu"), upscaling=upscaling)
+    frames = rearrange(video, "b c f h w -> (b f) c h w")
+    bicubic = F.interpolate(F.avg_pool2d(frames, 2), scale_factor=2, mode="bicubic", align_corners=False).clamp(-1, 1)
+    residual = F.pixel_unshuffle(frames, 4) - F.pixel_unshuffle(bicubic, 4)
+    torch.testing.assert_close(loss, residual.square().mean())
+    assert loss < F.pixel_unshuffle(frames, 4).square().mean() / 10  # far smaller than the frames themselves

@@ -199,15 +199,12 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     import time
 
     from vidiff.pipelines import generate as gen
-    from vidiff.pipelines.cascade import load_upscaler, read_cascade, upscale_settings, upscaler_geometry
+    from vidiff.pipelines.cascade import load_upscaler, upscale_settings, upscaler_geometry
 
     start = time.perf_counter()
     # 1. Check everything that can be checked without loading a model
     check_upscale_settings(args)
     model = Path(args.model) if args.model else gen.default_model()
-    if not args.model and "upscale" not in read_cascade(model):
-        raise ValueError(f"the default model {model} names no upscale stage; pass --model DIR: `vidiff inflate` of a "
-                         "Stable Diffusion x4-upscaler folder, or a model trained with `vidiff train ... task=upscale`")
     gen.check_output(args.output)
     if Path(args.output).exists():
         raise FileExistsError(f"{args.output} already exists; choose another -o")

@@ -148,7 +148,7 @@ def check_model_folder(folder: str | os.PathLike, components: tuple[str, ...]) -
 
 def write_model_index(folder: Path, classes: dict[str, list[str]], extra_from: dict | None = None) -> None:
     """model_index.json of a video model; `extra_from` (the source's index) carries an upscaler's low-res
-    scheduler and max_noise_level over, and makes the folder an UpscalePipeline."""
+    scheduler, max_noise_level and residual flag over, and makes the folder an UpscalePipeline."""
     from vidiff import __version__
 
     index = {"_class_name": "TextToVideoPipeline", "_vidiff_version": __version__, "unet": ["vidiff", "VideoUNet"]}
@@ -158,6 +158,8 @@ def write_model_index(folder: Path, classes: dict[str, list[str]], extra_from: d
         index["_class_name"] = "UpscalePipeline"
         index.update({name: extra_from[name] for name in EXTRA_COMPONENTS})
         index["max_noise_level"] = extra_from.get("max_noise_level", 350)
+        if extra_from.get("residual"):
+            index["residual"] = True
     write_text(folder / "model_index.json", json.dumps(index, indent=2) + "\n")
 
 

@@ -84,11 +84,13 @@ def load_stage(model: Path, stage: Stage, pipeline_class, device: torch.device, 
     if "low_res_scheduler" in inspect.signature(pipeline_class.__init__).parameters:
         from diffusers import DDPMScheduler
 
-        from vidiff.pipelines.upscale import default_low_res_scheduler
+        from vidiff.pipelines.upscale import default_low_res_scheduler, pipeline_settings
 
         low_res = stage.path / "low_res_scheduler"
         components["low_res_scheduler"] = (DDPMScheduler.from_pretrained(low_res) if low_res.is_dir()
                                            else default_low_res_scheduler())
+        index_path = stage.path / "model_index.json"
+        components.update(pipeline_settings(json.loads(index_path.read_text()) if index_path.is_file() else {}))
     return pipeline_class(**components).to(device)
 
 

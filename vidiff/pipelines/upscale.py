@@ -11,6 +11,9 @@ input is the noisy latents concatenated with the low-resolution frames, which ar
   overlapping windows whose noise predictions are averaged where they overlap at every step (MultiDiffusion,
   Bar-Tal et al. 2023), so there are no seams. Memory is bounded by `window` (U-Net) and `decode_chunk_size`
   (VAE decode).
+- Residual (optional, `residual` in model_index.json): the diffusion runs on the difference between the frames'
+  latents and the latents of the low-res frames' bicubic upsample, as SRDiff (Li et al. 2022) does in pixel space;
+  the U-Net only has to add what bicubic misses, and an untrained residual model returns bicubic.
 """
 
 from __future__ import annotations
@@ -70,6 +73,16 @@ def degrade(frames: torch.Tensor, scale: int, blur_sigma: float = 0.0) -> torch.
     return rearrange(x, "(b f) c h w -> b c f h w", b=b)
 
 
+def bicubic_latents(vae, lowres: torch.Tensor, scale: int, chunk: int = 8) -> torch.Tensor:
+    """Low-res frames (b, 3, f, h, w) in [-1, 1] -> the latents (b, c, f, H / s, W / s) of their bicubic upsample by
+    `scale`, scaled as the diffusion sees them: the base that a residual upscaler adds its output to."""
+    b = lowres.shape[0]
+    frames = rearrange(lowres, "b c f h w -> (b f) c h w")
+    up = F.interpolate(frames.float(), scale_factor=scale, mode="bicubic", align_corners=False).clamp(-1, 1)
+    latents = torch.cat([vae.encode(x.to(vae.dtype)).latent_dist.mode() for x in up.split(chunk)])
+    return rearrange(latents.float() * vae.config.scaling_factor, "(b f) c h w -> b c f h w", b=b)
+
+
 def window_starts(num_frames: int, window: int, overlap: int) -> list[int]:
     """First frames of windows of `window` frames covering 0..num_frames-1, consecutive ones sharing >= `overlap`."""
     if num_frames <= window:
@@ -80,16 +93,22 @@ def window_starts(num_frames: int, window: int, overlap: int) -> list[int]:
     return [round(i * (num_frames - window) / (count - 1)) for i in range(count)]
 
 
+def pipeline_settings(index: dict) -> dict:
+    """An UpscalePipeline's own settings, from its folder's model_index.json (defaults: the x4 upscaler's)."""
+    return {"max_noise_level": int(index.get("max_noise_level", MAX_NOISE_LEVEL)),
+            "residual": bool(index.get("residual", False))}
+
+
 class UpscalePipeline(TextToVideoPipeline):
     """Low-resolution clip (+ optional prompt) -> a clip `scale` times larger; see the module docstring."""
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
 
     def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, low_res_scheduler: DDPMScheduler,
-                 max_noise_level: int = MAX_NOISE_LEVEL):
+                 max_noise_level: int = MAX_NOISE_LEVEL, residual: bool = False):
         super().__init__(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
         self.register_modules(low_res_scheduler=low_res_scheduler)
-        self.register_to_config(max_noise_level=max_noise_level)
+        self.register_to_config(max_noise_level=max_noise_level, residual=residual)
         self.fold = lowres_fold(unet.unet.config.in_channels, vae.config.latent_channels)
         if self.vae_scale_factor % self.fold:
             raise ValueError(f"the VAE downsamples {self.vae_scale_factor}x, which r = {self.fold} does not divide")
@@ -111,8 +130,7 @@ class UpscalePipeline(TextToVideoPipeline):
             low_res = default_low_res_scheduler()
         index_path = folder / "model_index.json"
         index = json.loads(index_path.read_text()) if index_path.is_file() else {}
-        return cls(**base.components, low_res_scheduler=low_res,
-                   max_noise_level=int(index.get("max_noise_level", MAX_NOISE_LEVEL)))
+        return cls(**base.components, low_res_scheduler=low_res, **pipeline_settings(index))
 
     def noise_lowres(self, lowres: torch.Tensor, noise_level: torch.Tensor, generator=None) -> torch.Tensor:
         """Noise augmentation of the condition, as the x4 upscaler: q(x_t | x_0) of the low_res_scheduler."""
@@ -156,8 +174,9 @@ class UpscalePipeline(TextToVideoPipeline):
 
         # 3. Noise-augmented condition (b, 3 r^2, f, H/8, W/8); the level is also the U-Net's class label
         level = torch.tensor([noise_level], dtype=torch.long, device=device)
-        lowres = self.noise_lowres(lowres.to(device, self.unet.dtype), level, generator)
-        condition = fold_lowres(lowres, self.fold)
+        lowres = lowres.to(device, self.unet.dtype)
+        base = bicubic_latents(self.vae, lowres, self.scale, decode_chunk_size) if self.config.residual else 0
+        condition = fold_lowres(self.noise_lowres(lowres, level, generator), self.fold)
         condition = torch.cat([condition] * 2) if guided else condition
         labels = torch.cat([level] * 2) if guided else level
 
@@ -186,7 +205,8 @@ class UpscalePipeline(TextToVideoPipeline):
                 count[span] += 1
             latents = self.scheduler.step(total / count.view(1, 1, -1, 1, 1), t, latents, **step_kwargs).prev_sample
 
-        # 6. Decode in chunks of frames
+        # 6. Decode in chunks of frames (a residual model's output is added to the bicubic upsample)
+        latents = latents + base
         if output_type == "latent":
             return TextToVideoOutput(frames=latents)
         video = self.decode_latents(latents, decode_chunk_size)

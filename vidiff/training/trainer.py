@@ -284,10 +284,12 @@ class _Upscaling:
     def __init__(self, pipe, config: TrainConfig):
         self.scale, self.fold, self.low_res_scheduler = pipe.scale, pipe.fold, pipe.low_res_scheduler
         self.blur_max, self.noise_max = config.lowres_blur_max, config.lowres_noise_max
+        self.vae, self.residual = pipe.vae, pipe.config.residual
 
-    def condition(self, batch, generator, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(b, 3 r^2, f, h, w) degraded, noise-augmented, folded low-res clips and their (b,) noise levels."""
-        from vidiff.pipelines.upscale import degrade, fold_lowres
+    def condition(self, batch, generator, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(b, 3 r^2, f, h, w) degraded, noise-augmented, folded low-res clips, their (b,) noise levels, and for a
+        residual model the latents of the degraded clips' bicubic upsample (else None)."""
+        from vidiff.pipelines.upscale import bicubic_latents, degrade, fold_lowres
 
         count = len(batch["caption"])
         sigmas = (torch.rand(count, generator=generator) * self.blur_max).tolist()
@@ -297,8 +299,10 @@ class _Upscaling:
             lowres = torch.cat([degrade(batch["video"][i : i + 1], self.scale, s) for i, s in enumerate(sigmas)])
         levels = torch.randint(0, self.noise_max + 1, (count,), generator=generator)
         noise = torch.randn(lowres.shape, generator=generator)
-        lowres = self.low_res_scheduler.add_noise(lowres.float(), noise, levels)
-        return fold_lowres(lowres, self.fold).to(device), levels.to(device)
+        with torch.no_grad():
+            base = bicubic_latents(self.vae, lowres.to(device), self.scale) if self.residual else None
+        noised = self.low_res_scheduler.add_noise(lowres.float(), noise, levels)
+        return fold_lowres(noised, self.fold).to(device), levels.to(device), base
 
 
 def _loss(batch, unet, vae, text_encoder, tokenizer, noise_scheduler, generator, dropout, device,
@@ -308,7 +312,8 @@ def _loss(batch, unet, vae, text_encoder, tokenizer, noise_scheduler, generator,
     interpolation: (keep_every, extrapolate_fraction) to train a masked-frame model: each clip gets a mask of known
     frames, and the U-Net reads the noisy latents with the known frames' clean latents and the mask beside them.
     upscaling: a `_Upscaling` to train a super-resolution model: the U-Net reads the noisy latents with the
-    degraded low-resolution clip beside them and the low-res noise level as its class label.
+    degraded low-resolution clip beside them and the low-res noise level as its class label; a residual model's
+    latents are those of the clip minus those of the degraded clip's bicubic upsample.
     """
     with torch.no_grad():
         if "video" in batch:
@@ -324,6 +329,10 @@ def _loss(batch, unet, vae, text_encoder, tokenizer, noise_scheduler, generator,
     with torch.set_grad_enabled(train_text_encoder):
         texts = _encode(text_encoder, tokenizer, captions, device)
 
+    labels = None
+    if upscaling is not None:  # drawn before the noise, so a residual model's latents can become the residual
+        condition, labels, base = upscaling.condition(batch, generator, device)
+        latents = latents - base if base is not None else latents
     noise = torch.randn(latents.shape, generator=generator).to(device)
     timesteps = _timesteps(noise_scheduler.config.num_train_timesteps, latents.shape[0], high_noise_fraction,
                            generator).to(device)
@@ -331,9 +340,7 @@ def _loss(batch, unet, vae, text_encoder, tokenizer, noise_scheduler, generator,
     if interpolation is not None:
         known = _known_frames(latents.shape[0], latents.shape[2], *interpolation, generator).to(device)
         noisy = torch.cat([noisy, masked_condition(latents, known)], dim=1)
-    labels = None
     if upscaling is not None:
-        condition, labels = upscaling.condition(batch, generator, device)
         noisy = torch.cat([noisy, condition.to(noisy.dtype)], dim=1)
     if noise_scheduler.config.prediction_type == "v_prediction":
         target = noise_scheduler.get_velocity(latents, noise, timesteps)
