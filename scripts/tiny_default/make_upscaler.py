@@ -19,6 +19,9 @@ nearly determined by the low-resolution one. The model is residual (`"residual":
 `--no-residual` turns it off): it diffuses the difference between the frames and the bicubic upsample of their
 low-res version (SRDiff, Li et al. 2022). Without it, x0 prediction from scratch plateaued at a training loss of
 0.024 (21 dB at step 250, against bicubic's 35.9) because the U-Net must first learn the upsampling itself.
+The residual is scaled by 32 (`--scaling-factor`), 1 / its standard deviation, as Stable Diffusion scales its
+latents to unit variance: unscaled (std 0.03 against unit noise), 900 steps left the loss where it began (0.0011
+to 0.0010) and PSNR 0.2 dB above bicubic.
 The folder is then inflated by the same `vidiff inflate` code a user
 runs on the real x4 upscaler.
 """
@@ -51,12 +54,17 @@ def main(argv=None) -> Path:
     parser.add_argument("--widths", type=int, nargs="+", default=[48, 64, 96], help="block widths (48 64 96)")
     parser.add_argument("--max-frames", type=int, default=16, help="frames per window (default 16)")
     parser.add_argument("--prediction-type", choices=("sample", "epsilon", "v_prediction"), default="sample")
+    parser.add_argument("--scaling-factor", type=float, default=32.0, help="the codec's latent scale (default 32: "
+                        "1 / the 0.0306 std of the bicubic residual on 128-pixel training clips)")
     parser.add_argument("--no-residual", dest="residual", action="store_false", help="diffuse the frames themselves "
                         "rather than their difference from the bicubic upsample")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    vae = PixelShuffleCodec(factor=args.codec) if args.codec else AutoencoderKL.from_pretrained(args.vae)
+    if args.codec:  # residuals are small (std 0.03 in [-1, 1]); scaled to unit variance as SD scales its latents
+        vae = PixelShuffleCodec(factor=args.codec, scaling_factor=args.scaling_factor if args.residual else 1.0)
+    else:
+        vae = AutoencoderKL.from_pretrained(args.vae)
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     fold, rest = divmod(factor, args.scale)
     if fold < 1 or rest:
@@ -81,10 +89,13 @@ def main(argv=None) -> Path:
     StableDiffusionUpscalePipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=CLIPTokenizer.from_pretrained(args.base / "tokenizer"),
         unet=unet,
-        # set_alpha_to_one: the last DDIM step lands on the clean estimate; SD's 0.99915 would leave 3.7/255 RMS of
-        # noise in pixel space, a 36.8 dB ceiling
+        # SD's betas with three changes, each measured on the pixel-space stage: set_alpha_to_one, so the last DDIM
+        # step lands on the clean estimate (SD's 0.99915 leaves 3.7/255 RMS of noise, a 36.8 dB ceiling); zero
+        # terminal SNR and trailing timesteps (Lin et al. 2024), so sampling starts where training saw pure noise
+        # (with SD's leading steps, 1 step ran at t = 1 and 4 steps began at t = 751)
         scheduler=DDIMScheduler.from_config(make_scheduler().config, prediction_type=args.prediction_type,
-                                            set_alpha_to_one=True),
+                                            set_alpha_to_one=True, rescale_betas_zero_snr=True,
+                                            timestep_spacing="trailing"),
         low_res_scheduler=default_low_res_scheduler(), max_noise_level=350,
     ).save_pretrained(image, safe_serialization=True)
     # diffusers' upscale pipeline forces the x4 VAE's 0.08333 into the config; keep the codec's 1 or the one
