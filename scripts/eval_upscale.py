@@ -102,7 +102,9 @@ def main(argv=None) -> int:
 
         report["real"] = {name: run_all(pipe, truth, args.scale, settings, seed=0)
                           for name, truth in sample_clips(args.frames, args.size).items()}
-    report["settings"] = {"model": str(model), "scale": args.scale, "steps": settings["num_inference_steps"],
+    shown = model.resolve()
+    shown = shown.relative_to(Path.cwd()) if shown.is_relative_to(Path.cwd()) else shown  # no machine paths in docs
+    report["settings"] = {"model": str(shown), "scale": args.scale, "steps": settings["num_inference_steps"],
                           "noise_level": settings["noise_level"], "frames": args.frames,
                           "size": args.size, "clips_per_combo": args.clips_per_combo, "device": args.device,
                           "torch": torch.__version__, "seconds": time.perf_counter() - start}

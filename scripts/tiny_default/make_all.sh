@@ -63,7 +63,7 @@ write_shapes_folder; write_shapes_folder(sys.argv[1], 394, size=128, seed=2)" "$
         output="$work/upscale" $resume ;;
     ship-upscale)
       "$python" scripts/tiny_default/ship_stage.py upscale "$work/upscale/model" --scale 2 \
-        --sampling "$UPSCALE_SAMPLING" --note "scripts/tiny_default/make_all.sh upscale" ;;
+        --sampling '{"steps": 1, "noise_level": 20}' --note "scripts/tiny_default/make_all.sh upscale" ;;
     upscale-eval)  # the shipped stage against bicubic and independent noise (docs/upscale-eval)
       "$python" scripts/eval_upscale.py --clips-per-combo 4 --out docs/upscale-eval ;;
     *)

@@ -46,12 +46,28 @@ def unet_from_checkpoint(checkpoint: Path, base: Path, stage: str) -> VideoUNet:
     return unet
 
 
+BOOKKEEPING = {"transformers_version", "_diffusers_version", "_name_or_path", "is_local", "local_files_only"}
+
+
 def component_differs(source: Path, name: str) -> bool:
+    """Whether the stage's component differs from the default model's. Weights and other files compare byte for
+    byte; JSON configs by their common keys without library bookkeeping, since a re-saved text encoder or tokenizer
+    gains the saving library's version and defaults while holding the same weights and vocabulary."""
     base = DEFAULT_MODEL_DIR / name
     if not base.is_dir():
         return True
     comparison = filecmp.dircmp(source / name, base)
-    return bool(comparison.left_only or comparison.right_only or comparison.diff_files)
+    if comparison.left_only or comparison.right_only:
+        return True
+    for file in comparison.diff_files:
+        if not file.endswith(".json"):
+            return True
+        ours, theirs = (json.loads(Path(folder, name, file).read_text()) for folder in (source, DEFAULT_MODEL_DIR))
+        if not (isinstance(ours, dict) and isinstance(theirs, dict)):
+            return True
+        if any(ours[key] != theirs[key] for key in (ours.keys() & theirs.keys()) - BOOKKEEPING):
+            return True
+    return False
 
 
 def main(argv=None) -> Path:
