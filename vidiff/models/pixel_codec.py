@@ -54,7 +54,7 @@ class PixelShuffleCodec(ModelMixin, ConfigMixin):
             raise ValueError(f"latent_channels {latent_channels} and block_out_channels {block_out_channels} do not "
                              f"follow from factor {factor}: expected {derived[0]} and {list(derived[1])}; omit them")
         self.register_to_config(latent_channels=derived[0], block_out_channels=list(derived[1]))
-        # one weightless buffer, so that .dtype / .device answer and the folder holds a weights file as diffusers expects
+        # one weightless buffer: .dtype and .device answer, and the folder holds the weights file diffusers expects
         self.register_buffer("anchor", torch.zeros(()))
 
     def encode(self, x: torch.Tensor, return_dict: bool = True):

@@ -9,8 +9,8 @@ A cascade folder is a base video model folder (it loads as one, so `--model` tak
 `sampling` (optional) holds keyword arguments the stage samples best with; the CLI uses them unless told otherwise.
 
 A stage folder holds at least `unet/`. Any other component it holds (`vae/`, `scheduler/`, ...) replaces the
-base's, loaded as the class its own `model_index.json` names (else the base's); the rest are shared, loaded once. Stage U-Nets may be stored in fp16 (half the bytes in the package) and are
-cast to the run's dtype on load.
+base's, loaded as the class its own `model_index.json` names (else the base's); the rest are shared, loaded once.
+Stage U-Nets may be stored in fp16 (half the bytes in the package) and are cast to the run's dtype on load.
 """
 
 from __future__ import annotations
