@@ -4,7 +4,10 @@ Implementations, on identical shapes (frames, size, steps, guidance, DDIM):
 - vidiff-motion: VideoUNet with temporal attention only, the same work as AnimateDiff;
 - vidiff: the default VideoUNet (temporal conv + temporal attention);
 - diffusers-animatediff: AnimateDiffPipeline with a MotionAdapter of matching blocks, widths and heads;
-- diffusers-unet3d: UNet3DConditionModel (ModelScope layout) of matching widths, denoising step only.
+- diffusers-unet3d: UNet3DConditionModel (ModelScope layout) of matching widths, denoising step only;
+- with --ab, variants of vidiff that undo one speed change each, to measure it on this machine: vidiff-conv1d (the
+  temporal conv as a Conv1d over copied `(b h w) c f` rows), vidiff-nchw (no channels-last U-Net) and, on CUDA,
+  vidiff-cudnn-sdpa (cuDNN's attention kernel preferred).
 
 Reported: median time per denoising step (the U-Net on the guidance batch), median end-to-end time (decode
 included), peak memory (CUDA max allocated, or CPU RSS growth), each with the ratio to AnimateDiff, and the U-Net
@@ -25,15 +28,19 @@ import statistics
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import torch
 from diffusers import AnimateDiffPipeline, DDIMScheduler, MotionAdapter, UNet2DConditionModel, UNet3DConditionModel
+from einops import rearrange
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import vidiff
 from vidiff import inflate_unet
 from vidiff.models.configs import SD15_UNET
+from vidiff.models.temporal import TemporalConv
 from vidiff.pipelines.text_to_video import TextToVideoPipeline
 from vidiff.tiny import make_scheduler, make_text_encoder, make_tokenizer, make_unet2d, make_vae
 
@@ -55,7 +62,7 @@ def _sd_vae():
                          block_out_channels=[128, 256, 512, 512], layers_per_block=2, latent_channels=4).eval()
 
 
-def build_pipelines(parts, heads: int, max_frames: int):
+def build_pipelines(parts, heads: int, max_frames: int, ab: bool = False, device: str = "cpu"):
     unet2d = parts["unet2d"]
     config = unet2d.config
     adapter = MotionAdapter(block_out_channels=tuple(config.block_out_channels),
@@ -70,6 +77,18 @@ def build_pipelines(parts, heads: int, max_frames: int):
         "diffusers-animatediff": AnimateDiffPipeline(unet=unet2d, motion_adapter=adapter,
                                                      scheduler=make_scheduler(), **common),
     }
+    if ab:
+        conv1d = inflate_unet(unet2d, temporal_num_attention_heads=heads, max_frames=max_frames)
+        for module in conv1d.modules():
+            if isinstance(module, TemporalConv):
+                module.forward = types.MethodType(_conv1d_forward, module)
+        pipes["vidiff-conv1d"] = TextToVideoPipeline(unet=conv1d, scheduler=make_scheduler(), **common)
+        nchw = TextToVideoPipeline(unet=inflate_unet(unet2d, temporal_num_attention_heads=heads, max_frames=max_frames),
+                                   scheduler=make_scheduler(), **common)
+        nchw.unet.unet.to(memory_format=torch.contiguous_format)
+        pipes["vidiff-nchw"] = nchw
+        if torch.device(device).type == "cuda":
+            pipes["vidiff-cudnn-sdpa"] = pipes["vidiff"]  # the same model, run under `PREFERRED_SDPA`
     unet3d = UNet3DConditionModel(
         block_out_channels=tuple(config.block_out_channels), layers_per_block=config.layers_per_block,
         cross_attention_dim=config.cross_attention_dim, attention_head_dim=heads, norm_num_groups=config.norm_num_groups,
@@ -77,6 +96,36 @@ def build_pipelines(parts, heads: int, max_frames: int):
         up_block_types=tuple(t.replace("2D", "3D") for t in config.up_block_types),
     ).eval()
     return pipes, unet3d
+
+
+def _conv1d_forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """vidiff's previous TemporalConv.forward: frames to the last axis by copying, then a Conv1d."""
+    height = x.shape[2]
+    h = rearrange(x, "(b f) c h w -> (b h w) c f", f=num_frames)
+    h = self.conv(h)
+    return rearrange(h, "(b h w) c f -> (b f) c h w", h=height, w=x.shape[3])
+
+
+AB_VARIANTS = ("vidiff-conv1d", "vidiff-nchw", "vidiff-cudnn-sdpa")
+PREFERRED_SDPA = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+                  SDPBackend.MATH]
+
+
+def _in_context(name: str, fn):
+    """`fn` run under the variant's attention-kernel preference, if it has one."""
+    if not name.endswith("cudnn-sdpa"):
+        return fn
+
+    def run():
+        with sdpa_kernel(PREFERRED_SDPA, set_priority=True):
+            return fn()
+    return run
+
+
+def model_bytes(pipe) -> int:
+    """Bytes of the weights an implementation needs: its U-Net (with temporal layers), VAE and text encoder."""
+    modules = [pipe.unet, pipe.vae, pipe.text_encoder]
+    return sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
 
 
 class PeakMemory:
@@ -137,20 +186,20 @@ def step_fn(name, pipe, unet3d, args, device, dtype):
         return lambda: pipe.unet(latents, t, text).sample
     if name == "diffusers-unet3d":
         return lambda: unet3d(latents, t, text).sample
-    return lambda: pipe.unet(latents, t, text).sample
+    return _in_context(name, lambda: pipe.unet(latents, t, text).sample)
 
 
 @torch.no_grad()
 def end_to_end_fn(name, pipe, args):
     kwargs = dict(num_frames=args.frames, height=args.height, width=args.width, num_inference_steps=args.steps,
                   guidance_scale=7.5, output_type="np", generator=torch.Generator().manual_seed(0))
-    return lambda: pipe("a red circle moving right", **kwargs).frames
+    return _in_context(name, lambda: pipe("a red circle moving right", **kwargs).frames)
 
 
 def memory_probe(args, device, dtype) -> None:
     """Child process: build, then sample RSS through one first end-to-end run (no allocator cache yet to reuse)."""
     parts = build_components(args.size)
-    pipes, _ = build_pipelines(parts, args.heads, max(32, args.frames))
+    pipes, _ = build_pipelines(parts, args.heads, max(32, args.frames), args.ab, args.device)
     pipe = pipes[args.memory_probe.replace("-compiled", "")]
     pipe.to(device, dtype)
     pipe.set_progress_bar_config(disable=True)
@@ -222,6 +271,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--compile", action="store_true", help="also time vidiff with torch.compile (inductor); "
                         "its output is checked against eager first")
+    parser.add_argument("--ab", action="store_true", help="also time vidiff variants that each undo one speed change")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--memory-probe", help=argparse.SUPPRESS)  # internal: one implementation, report peak RSS
     args = parser.parse_args(argv)
@@ -232,8 +282,9 @@ def main(argv=None) -> dict:
 
     if args.memory_probe:
         return memory_probe(args, device, dtype)
-    parts = build_components(args.size)
-    pipes, unet3d = build_pipelines(parts, args.heads, max(32, args.frames))
+    with torch.device(device):  # weights made where they run: random init of SD 1.5 widths is slow on a CPU
+        parts = build_components(args.size)
+        pipes, unet3d = build_pipelines(parts, args.heads, max(32, args.frames), args.ab, args.device)
     for pipe in pipes.values():
         pipe.to(device, dtype)
         pipe.set_progress_bar_config(disable=True)
@@ -255,7 +306,8 @@ def main(argv=None) -> dict:
             step_fns[n]()
         step_memory[n] = peak.peak
 
-    e2e_names = [n for n in names if n in pipes]
+    print("step medians (s):", {n: round(statistics.median(step_times[n]), 4) for n in names}, flush=True)
+    e2e_names = [n for n in names if n in pipes and n not in AB_VARIANTS]  # the variants differ in the U-Net only
     e2e_fns = {n: end_to_end_fn(n, pipes[n], args) for n in e2e_names}
     e2e_times = {n: timed(e2e_fns[n], device, 0, args.warmup) for n in e2e_names}
     for _ in range(max(1, args.repeats // 2)):
@@ -269,6 +321,7 @@ def main(argv=None) -> dict:
         with PeakMemory(device) as peak:
             e2e_fns[n]()
         e2e_memory[n] = peak.peak
+    weights = {n: model_bytes(pipes[n]) for n in e2e_names}
 
     reference = "diffusers-animatediff"
     results = {"settings": vars(args), "machine": _machine(device), "rows": []}
@@ -276,12 +329,13 @@ def main(argv=None) -> dict:
         row = {"implementation": n, "step_s": statistics.median(step_times[n]), "step_gflops": flops[n] / 1e9,
                "step_peak_mb": step_memory[n] / 2**20}
         if n in e2e_times:
-            row |= {"end_to_end_s": statistics.median(e2e_times[n]), "end_to_end_peak_mb": e2e_memory[n] / 2**20}
+            row |= {"end_to_end_s": statistics.median(e2e_times[n]), "end_to_end_peak_mb": e2e_memory[n] / 2**20,
+                    "weights_mb": weights[n] / 2**20, "total_peak_mb": (weights[n] + e2e_memory[n]) / 2**20}
         results["rows"].append(row)
     ref = next((r for r in results["rows"] if r["implementation"] == reference), None)
     for row in results["rows"]:
         if ref:
-            for key in ("step_s", "end_to_end_s", "step_peak_mb", "end_to_end_peak_mb"):
+            for key in ("step_s", "end_to_end_s", "step_peak_mb", "end_to_end_peak_mb", "total_peak_mb"):
                 if key in row and ref.get(key):
                     row[key.replace("_s", "").replace("_mb", "") + "_ratio"] = row[key] / ref[key]
         row["step_tflops_per_s"] = row["step_gflops"] / 1e3 / row["step_s"]
@@ -308,13 +362,15 @@ def to_markdown(results: dict) -> str:
              f"{s['height']}x{s['width']} steps={s['steps']} guidance=7.5 ddim; medians of {s['repeats']} "
              f"({json.dumps(results['machine'])})", "",
              "| implementation | step (s) | step / AnimateDiff | end-to-end (s) | e2e / AnimateDiff | "
-             "step peak MB | e2e peak MB | e2e memory / AnimateDiff | step GFLOP | TFLOP/s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "step peak MB | e2e peak MB | e2e memory / AnimateDiff | weights + e2e peak MB | total / AnimateDiff "
+             "| step GFLOP | TFLOP/s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results["rows"]:
         lines.append(
             f"| {r['implementation']} | {r['step_s']:.4f} | {r.get('step_ratio', float('nan')):.2f} | "
             f"{r.get('end_to_end_s', float('nan')):.3f} | {r.get('end_to_end_ratio', float('nan')):.2f} | "
             f"{r['step_peak_mb']:.0f} | {r.get('end_to_end_peak_mb', float('nan')):.0f} | "
-            f"{r.get('end_to_end_peak_ratio', float('nan')):.2f} | {r['step_gflops']:.2f} | "
+            f"{r.get('end_to_end_peak_ratio', float('nan')):.2f} | {r.get('total_peak_mb', float('nan')):.0f} | "
+            f"{r.get('total_peak_ratio', float('nan')):.2f} | {r['step_gflops']:.2f} | "
             f"{r['step_tflops_per_s']:.3f} |")
     return "\n".join(lines)
 

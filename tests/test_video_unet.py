@@ -5,6 +5,7 @@ import torch
 from conftest import TINY_CONFIGS, frame_by_frame, randomize_temporal, tiny_unet2d, video_inputs
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import AttnProcessor2_0
+from einops import rearrange
 
 from vidiff import VideoUNet, freeze_spatial, inflate_unet, temporal_parameters
 from vidiff.models.temporal import TemporalAttention, TemporalConv, temporal_named_parameters
@@ -264,3 +265,51 @@ def test_shared_text_cross_attention_equals_text_repeated_per_frame():
         video.unet.set_attn_processor(AttnProcessor2_0())  # plain processors: text repeated for every frame
         repeated = video(sample, timestep, text, class_labels=labels).sample
     torch.testing.assert_close(shared, repeated, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_temporal_conv_equals_a_float64_conv1d_over_frames(memory_format):
+    conv = TemporalConv(12, kernel_size=3)
+    torch.nn.init.normal_(conv.conv.weight, std=0.3)
+    torch.nn.init.normal_(conv.conv.bias, std=0.3)
+    x = torch.randn(2 * 5, 12, 3, 4).to(memory_format=memory_format)  # (b f) c h w, 2 clips of 5 frames
+    out = conv(x, num_frames=5)
+    # reference: each (clip, position) row of frames convolved in float64, the definition of the layer
+    rows = x.double().reshape(2, 5, 12, 3 * 4).permute(0, 3, 2, 1).reshape(2 * 12, 12, 5)
+    ref = torch.nn.functional.conv1d(rows, conv.conv.weight.double(), conv.conv.bias.double(), padding=1)
+    ref = ref.reshape(2, 12, 12, 5).permute(0, 3, 2, 1).reshape(10, 12, 3, 4)
+    assert out.shape == x.shape
+    torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(out, x, atol=1e-2)  # the random kernel really mixes frames
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_inductor_compiled_equals_eager_in_bf16():
+    video = inflate_unet(tiny_unet2d("sd15")).eval()
+    randomize_temporal(video)
+    video = video.to("cuda", torch.bfloat16)
+    video.unet.to(memory_format=torch.channels_last)  # the layout the pipeline runs in
+    sample, timestep, text, _ = video_inputs(TINY_CONFIGS["sd15"], frames=8)
+    sample, timestep, text = sample.to("cuda", torch.bfloat16), timestep.cuda(), text.to("cuda", torch.bfloat16)
+    with torch.no_grad():
+        eager = video(sample, timestep, text).sample.float()
+        compiled = torch.compile(video)(sample, timestep, text).sample.float()
+    assert torch.isfinite(compiled).all()
+    assert (compiled - eager).norm() / eager.norm() < 2e-2  # bf16: both round differently, about 1e-3 apart
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_temporal_conv_on_channels_last_matches_float64(dtype):
+    conv = TemporalConv(64)
+    torch.nn.init.normal_(conv.conv.weight, std=0.1)
+    x = torch.randn(2 * 16, 64, 32, 32)
+    rows = rearrange(x.double(), "(b f) c h w -> (b h w) c f", f=16)
+    ref = rearrange(torch.nn.functional.conv1d(rows, conv.conv.weight.double(), conv.conv.bias.double(), padding=1),
+                    "(b h w) c f -> (b f) c h w", h=32, w=32)
+    out = conv.to("cuda", dtype)(x.to("cuda", dtype).to(memory_format=torch.channels_last), num_frames=16)
+    assert out.is_contiguous(memory_format=torch.channels_last)  # no layout change for the next spatial layer
+    error = ((out.double().cpu() - ref).norm() / ref.norm()).item()
+    assert error < (1e-3 if dtype == torch.float32 else 1e-2)  # float32 may run as tf32 on the matrix units
