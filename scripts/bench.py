@@ -5,9 +5,10 @@ Implementations, on identical shapes (frames, size, steps, guidance, DDIM):
 - vidiff: the default VideoUNet (temporal conv + temporal attention);
 - diffusers-animatediff: AnimateDiffPipeline with a MotionAdapter of matching blocks, widths and heads;
 - diffusers-unet3d: UNet3DConditionModel (ModelScope layout) of matching widths, denoising step only;
-- with --ab, variants of vidiff that undo one speed change each, to measure it on this machine: vidiff-conv1d (the
-  temporal conv as a Conv1d over copied `(b h w) c f` rows), vidiff-nchw (no channels-last U-Net) and, on CUDA,
-  vidiff-cudnn-sdpa (cuDNN's attention kernel preferred).
+- with --ab, variants of vidiff that each change one speed setting, to measure it on this machine: vidiff-conv1d
+  (the temporal conv as a Conv1d over copied `(b h w) c f` rows, as before), vidiff-channels-last and
+  vidiff-contiguous (the U-Net's convolution layout forced) and, on CUDA, vidiff-torch-sdpa (torch's own
+  attention-kernel order).
 
 Reported: median time per denoising step (the U-Net on the guidance batch), median end-to-end time (decode
 included), peak memory (CUDA max allocated, or CPU RSS growth), each with the ratio to AnimateDiff, and the U-Net
@@ -21,6 +22,8 @@ step's FLOPs counted by torch's FlopCounterMode.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import gc
 import json
 import platform
@@ -34,7 +37,6 @@ from pathlib import Path
 import torch
 from diffusers import AnimateDiffPipeline, DDIMScheduler, MotionAdapter, UNet2DConditionModel, UNet3DConditionModel
 from einops import rearrange
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import vidiff
@@ -78,17 +80,23 @@ def build_pipelines(parts, heads: int, max_frames: int, ab: bool = False, device
                                                      scheduler=make_scheduler(), **common),
     }
     if ab:
-        conv1d = inflate_unet(unet2d, temporal_num_attention_heads=heads, max_frames=max_frames)
-        for module in conv1d.modules():
-            if isinstance(module, TemporalConv):
-                module.forward = types.MethodType(_conv1d_forward, module)
-        pipes["vidiff-conv1d"] = TextToVideoPipeline(unet=conv1d, scheduler=make_scheduler(), **common)
-        nchw = TextToVideoPipeline(unet=inflate_unet(unet2d, temporal_num_attention_heads=heads, max_frames=max_frames),
-                                   scheduler=make_scheduler(), **common)
-        nchw.unet.unet.to(memory_format=torch.contiguous_format)
-        pipes["vidiff-nchw"] = nchw
+        def variant(conv_forward=None, **settings):
+            unet = inflate_unet(unet2d, temporal_num_attention_heads=heads, max_frames=max_frames)
+            for module in unet.modules():
+                if conv_forward is not None and isinstance(module, TemporalConv):
+                    module.forward = types.MethodType(conv_forward, module)
+            pipe = TextToVideoPipeline(unet=unet, scheduler=make_scheduler(), **common)
+            for key, value in settings.items():
+                setattr(pipe, key, value)
+            return pipe
+
+        pipes["vidiff-conv1d"] = variant(_conv1d_forward)
+        pipes["vidiff-channels-last"] = variant(conv_layout="channels_last")
+        pipes["vidiff-contiguous"] = variant(conv_layout="contiguous")
         if torch.device(device).type == "cuda":
-            pipes["vidiff-cudnn-sdpa"] = pipes["vidiff"]  # the same model, run under `PREFERRED_SDPA`
+            torch_sdpa = copy.copy(pipes["vidiff"])  # the same U-Net, torch's own SDPA kernel order
+            torch_sdpa.attention_kernels = "torch"
+            pipes["vidiff-torch-sdpa"] = torch_sdpa
     unet3d = UNet3DConditionModel(
         block_out_channels=tuple(config.block_out_channels), layers_per_block=config.layers_per_block,
         cross_attention_dim=config.cross_attention_dim, attention_head_dim=heads, norm_num_groups=config.norm_num_groups,
@@ -106,20 +114,8 @@ def _conv1d_forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
     return rearrange(h, "(b h w) c f -> (b f) c h w", h=height, w=x.shape[3])
 
 
-AB_VARIANTS = ("vidiff-conv1d", "vidiff-nchw", "vidiff-cudnn-sdpa")
-PREFERRED_SDPA = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
-                  SDPBackend.MATH]
-
-
-def _in_context(name: str, fn):
-    """`fn` run under the variant's attention-kernel preference, if it has one."""
-    if not name.endswith("cudnn-sdpa"):
-        return fn
-
-    def run():
-        with sdpa_kernel(PREFERRED_SDPA, set_priority=True):
-            return fn()
-    return run
+AB_VARIANTS = ("vidiff-conv1d", "vidiff-channels-last", "vidiff-contiguous",
+               "vidiff-torch-sdpa")
 
 
 def model_bytes(pipe) -> int:
@@ -174,26 +170,28 @@ def unet_inputs(pipe, args, device, dtype):
     batch = 2  # classifier-free guidance: unconditional and conditional halves in one batch
     latents = torch.randn(batch, 4, args.frames, args.height // 8, args.width // 8, device=device, dtype=dtype)
     text = torch.randn(batch, 77, pipe.text_encoder.config.hidden_size, device=device, dtype=dtype)
-    return latents, torch.tensor([500, 500], device=device), text
+    return latents, torch.tensor(500, device=device), text  # a 0-d timestep, as the sampling loops pass it
 
 
-@torch.no_grad()
 def step_fn(name, pipe, unet3d, args, device, dtype):
-    """A callable running one denoising step of implementation `name` on the guidance batch."""
+    """A callable running one denoising step of implementation `name` on the guidance batch, as the pipeline
+    calls its U-Net: without autograd, and for vidiff in the pipeline's per-device settings."""
     latents, t, text = unet_inputs(pipe, args, device, dtype)
+    context = pipe.fast_unet_calls(device) if isinstance(pipe, TextToVideoPipeline) else contextlib.nullcontext
+    model = unet3d if name == "diffusers-unet3d" else pipe.unet
     if name == "diffusers-animatediff":
         text = text.repeat_interleave(args.frames, dim=0)  # diffusers >= 0.31 takes text per frame
-        return lambda: pipe.unet(latents, t, text).sample
-    if name == "diffusers-unet3d":
-        return lambda: unet3d(latents, t, text).sample
-    return _in_context(name, lambda: pipe.unet(latents, t, text).sample)
+
+    def run():
+        with torch.no_grad(), context():
+            return model(latents, t, text).sample
+    return run
 
 
-@torch.no_grad()
 def end_to_end_fn(name, pipe, args):
     kwargs = dict(num_frames=args.frames, height=args.height, width=args.width, num_inference_steps=args.steps,
                   guidance_scale=7.5, output_type="np", generator=torch.Generator().manual_seed(0))
-    return _in_context(name, lambda: pipe("a red circle moving right", **kwargs).frames)
+    return lambda: pipe("a red circle moving right", **kwargs).frames
 
 
 def memory_probe(args, device, dtype) -> None:
@@ -217,14 +215,13 @@ def _probe_in_subprocess(name: str, argv: list[str]) -> int:
 
 
 def compiled_pipeline(pipe, args, device, dtype):
-    """The vidiff pipeline with its U-Net compiled; refuses to time it unless it matches eager output."""
-    import copy
-
+    """The vidiff pipeline with its U-Net compiled (`compile_unet`); refuses to time it unless it matches eager."""
     compiled = copy.copy(pipe)
     compiled.unet = copy.deepcopy(pipe.unet)
-    eager_unet, compiled.unet = compiled.unet, torch.compile(compiled.unet)
+    compiled.compile_unet()
+    eager_unet = compiled.unet._orig_mod
     latents, t, text = unet_inputs(pipe, args, device, dtype)
-    with torch.no_grad():
+    with torch.no_grad(), compiled.fast_unet_calls(device)():
         start = time.perf_counter()
         out = compiled.unet(latents, t, text).sample
         print(f"torch.compile warm-up: {time.perf_counter() - start:.0f} s", file=sys.stderr)
@@ -323,6 +320,8 @@ def main(argv=None) -> dict:
         e2e_memory[n] = peak.peak
     weights = {n: model_bytes(pipes[n]) for n in e2e_names}
 
+    if args.compile:  # a compiled U-Net that recompiled past dynamo's limit would silently run eager
+        print("dynamo stats:", dict(torch._dynamo.utils.counters["stats"]), file=sys.stderr)
     reference = "diffusers-animatediff"
     results = {"settings": vars(args), "machine": _machine(device), "rows": []}
     for n in names:

@@ -73,12 +73,17 @@ def bench_sd15(args) -> list[dict]:
         unet.requires_grad_(False)
         for param in trained:
             param.requires_grad_(True)
+        if "frozen bf16" in name:  # frozen weights stored in bf16, so autocast need not cast them every step
+            for param in unet.parameters():
+                if not param.requires_grad:
+                    param.data = param.data.to(torch.bfloat16)
         if name.endswith("checkpointing"):
             (unet.unet if isinstance(unet, PerFrameText) else unet).enable_gradient_checkpointing()
         return unet.train(), trained
 
     rows = []
-    for name in ("vidiff", "vidiff, checkpointing", "diffusers-unetmotion", "diffusers-unetmotion, checkpointing"):
+    for name in ("vidiff", "vidiff, checkpointing", "vidiff, frozen bf16", "vidiff, frozen bf16, checkpointing",
+                 "diffusers-unetmotion", "diffusers-unetmotion, checkpointing"):
         unet, trained = build(name)
         optimizer = torch.optim.AdamW(trained, lr=1e-5)
         times = []
