@@ -7,8 +7,8 @@ Implementations, on identical shapes (frames, size, steps, guidance, DDIM):
 - diffusers-unet3d: UNet3DConditionModel (ModelScope layout) of matching widths, denoising step only;
 - with --ab, variants of vidiff that each change one speed setting, to measure it on this machine: vidiff-conv1d
   (the temporal conv as a Conv1d over copied `(b h w) c f` rows, as before), vidiff-channels-last and
-  vidiff-contiguous (the U-Net's convolution layout forced) and, on CUDA, vidiff-torch-sdpa (torch's own
-  attention-kernel order).
+  vidiff-contiguous (the U-Net's convolution layout forced) and, on CUDA, vidiff-cudnn-sdpa (cuDNN's attention
+  kernel first in SDPA's order).
 
 Reported: median time per denoising step (the U-Net on the guidance batch), median end-to-end time (decode
 included), peak memory (CUDA max allocated, or CPU RSS growth), each with the ratio to AnimateDiff, and the U-Net
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import gc
 import json
 import platform
@@ -37,6 +38,7 @@ from pathlib import Path
 import torch
 from diffusers import AnimateDiffPipeline, DDIMScheduler, MotionAdapter, UNet2DConditionModel, UNet3DConditionModel
 from einops import rearrange
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import vidiff
@@ -94,9 +96,7 @@ def build_pipelines(parts, heads: int, max_frames: int, ab: bool = False, device
         pipes["vidiff-channels-last"] = variant(conv_layout="channels_last")
         pipes["vidiff-contiguous"] = variant(conv_layout="contiguous")
         if torch.device(device).type == "cuda":
-            torch_sdpa = copy.copy(pipes["vidiff"])  # the same U-Net, torch's own SDPA kernel order
-            torch_sdpa.attention_kernels = "torch"
-            pipes["vidiff-torch-sdpa"] = torch_sdpa
+            pipes["vidiff-cudnn-sdpa"] = copy.copy(pipes["vidiff"])  # the same U-Net, cuDNN's SDPA kernel first
     unet3d = UNet3DConditionModel(
         block_out_channels=tuple(config.block_out_channels), layers_per_block=config.layers_per_block,
         cross_attention_dim=config.cross_attention_dim, attention_head_dim=heads, norm_num_groups=config.norm_num_groups,
@@ -114,8 +114,8 @@ def _conv1d_forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
     return rearrange(h, "(b h w) c f -> (b f) c h w", h=height, w=x.shape[3])
 
 
-AB_VARIANTS = ("vidiff-conv1d", "vidiff-channels-last", "vidiff-contiguous",
-               "vidiff-torch-sdpa")
+AB_VARIANTS = ("vidiff-conv1d", "vidiff-channels-last", "vidiff-contiguous", "vidiff-cudnn-sdpa")
+CUDNN_FIRST = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def model_bytes(pipe) -> int:
@@ -177,7 +177,10 @@ def step_fn(name, pipe, unet3d, args, device, dtype):
     """A callable running one denoising step of implementation `name` on the guidance batch, as the pipeline
     calls its U-Net: without autograd, and for vidiff in the pipeline's per-device settings."""
     latents, t, text = unet_inputs(pipe, args, device, dtype)
-    context = pipe.fast_unet_calls(device) if isinstance(pipe, TextToVideoPipeline) else contextlib.nullcontext
+    if isinstance(pipe, TextToVideoPipeline):
+        pipe.use_conv_layout(device)
+    context = functools.partial(sdpa_kernel, CUDNN_FIRST, set_priority=True) if name.endswith("cudnn-sdpa") \
+        else contextlib.nullcontext
     model = unet3d if name == "diffusers-unet3d" else pipe.unet
     if name == "diffusers-animatediff":
         text = text.repeat_interleave(args.frames, dim=0)  # diffusers >= 0.31 takes text per frame
@@ -221,7 +224,7 @@ def compiled_pipeline(pipe, args, device, dtype):
     compiled.compile_unet()
     eager_unet = compiled.unet._orig_mod
     latents, t, text = unet_inputs(pipe, args, device, dtype)
-    with torch.no_grad(), compiled.fast_unet_calls(device)():
+    with torch.no_grad():
         start = time.perf_counter()
         out = compiled.unet(latents, t, text).sample
         print(f"torch.compile warm-up: {time.perf_counter() - start:.0f} s", file=sys.stderr)

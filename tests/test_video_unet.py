@@ -278,7 +278,7 @@ def test_temporal_conv_equals_a_float64_conv1d_over_frames(memory_format):
     rows = x.double().reshape(2, 5, 12, 3 * 4).permute(0, 3, 2, 1).reshape(2 * 12, 12, 5)
     ref = torch.nn.functional.conv1d(rows, conv.conv.weight.double(), conv.conv.bias.double(), padding=1)
     ref = ref.reshape(2, 12, 12, 5).permute(0, 3, 2, 1).reshape(10, 12, 3, 4)
-    assert out.shape == x.shape and out.is_contiguous(memory_format=memory_format)  # the layout is kept
+    assert out.shape == x.shape and out.is_contiguous(memory_format=torch.channels_last)  # no copy back out
     torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(out, x, atol=1e-2)  # the random kernel really mixes frames
 
@@ -319,27 +319,3 @@ def test_cuda_temporal_conv_on_channels_last_matches_float64(dtype):
     assert out.is_contiguous(memory_format=torch.channels_last)  # no layout change for the next spatial layer
     error = ((out.double().cpu() - ref).norm() / ref.norm()).item()
     assert error < (1e-3 if dtype == torch.float32 else 1e-2)  # float32 may run as tf32 on the matrix units
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_preferred_attention_kernels_are_as_close_to_fp32_as_torch_default():
-    from torch.nn.attention import sdpa_kernel
-
-    from vidiff.pipelines.text_to_video import CUDA_ATTENTION_KERNELS
-
-    video = inflate_unet(tiny_unet2d("sd15")).eval()
-    randomize_temporal(video)
-    sample, timestep, text, _ = video_inputs(TINY_CONFIGS["sd15"], frames=16)
-    sample, timestep, text = sample.cuda(), timestep.cuda(), text.cuda()
-    with torch.no_grad():
-        reference = video.cuda()(sample, timestep, text).sample.double()
-        video = video.to(torch.bfloat16)
-        args = (sample.to(torch.bfloat16), timestep, text.to(torch.bfloat16))
-        default = video(*args).sample.double()
-        with sdpa_kernel(CUDA_ATTENTION_KERNELS, set_priority=True):
-            preferred = video(*args).sample.double()
-
-    def error(out):
-        return ((out - reference).norm() / reference.norm()).item()
-    assert error(preferred) < 2 * error(default) + 1e-3, (error(preferred), error(default))

@@ -7,15 +7,13 @@ identity temporal layers it therefore reproduces the image pipeline frame by fra
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import importlib
 import inspect
 import json
 import os
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +28,6 @@ from diffusers import (
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from einops import rearrange
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from vidiff.models.inflate import COMPONENTS, DEFAULT_CLASSES, check_model_folder, inflate_unet
 from vidiff.models.video_unet import VideoUNet
@@ -41,11 +38,6 @@ SCHEDULERS = {
     "euler": (EulerDiscreteScheduler, {}),
 }
 OUTPUT_TYPES = ("np", "pt", "latent")
-# SDPA kernels in order of preference on CUDA. Measured on an H200 in bf16 at SD 1.5's shapes (BENCHMARKS.md):
-# cuDNN's kernel ran the spatial self-attention (4096 tokens, head dim 40) in 2.3 ms against flash's 4.3, and
-# the temporal attention (16 frames) in 1.06 ms against flash's 1.44. torch falls through the list per call.
-CUDA_ATTENTION_KERNELS = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
-                          SDPBackend.MATH]
 
 
 @dataclass
@@ -59,10 +51,9 @@ class TextToVideoPipeline(DiffusionPipeline):
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
 
-    # Per-device speed settings of the sampling loop, each measured in scripts/bench.py (BENCHMARKS.md); "auto"
-    # picks by device, and the benchmark's variants override them to measure each one.
-    conv_layout: str = "auto"  # "auto" (channels-last on CPU, contiguous elsewhere), "channels_last", "contiguous"
-    attention_kernels: str = "auto"  # "auto" (CUDA_ATTENTION_KERNELS on CUDA), or "torch" (torch's own order)
+    # The U-Net's convolution layout: "auto" (channels-last on the CPU, contiguous elsewhere; see use_conv_layout),
+    # "channels_last" or "contiguous". scripts/bench.py --ab forces each to measure it.
+    conv_layout: str = "auto"
 
     def __init__(self, vae: AutoencoderKL, text_encoder, tokenizer, unet: VideoUNet, scheduler):
         super().__init__()
@@ -70,12 +61,11 @@ class TextToVideoPipeline(DiffusionPipeline):
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
 
-    def fast_unet_calls(self, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
-        """Set the U-Net's convolution layout for `device`; return a maker of the context its calls should run in.
+    def use_conv_layout(self, device: torch.device) -> None:
+        """Put the U-Net's weights in the convolution layout measured faster on `device`; a no-op once made.
 
         Channels-last made the U-Net step 0.93x on the 2-core CPU (oneDNN) but 1.06x on an H200 in bf16, where
-        each GroupNorm copies it back to contiguous; so it is the CPU's layout only. On CUDA the context prefers
-        the faster SDPA kernels (CUDA_ATTENTION_KERNELS). The layout change is a no-op once made.
+        the GroupNorms copy it back to contiguous (BENCHMARKS.md); so it is the CPU's layout only.
         """
         layout = self.conv_layout if self.conv_layout != "auto" else \
             ("channels_last" if device.type == "cpu" else "contiguous")
@@ -83,9 +73,6 @@ class TextToVideoPipeline(DiffusionPipeline):
         spatial = getattr(self.unet, "_orig_mod", self.unet).unet  # through torch.compile's wrapper
         if not spatial.conv_in.weight.is_contiguous(memory_format=memory_format):
             spatial.to(memory_format=memory_format)
-        if device.type == "cuda" and self.attention_kernels == "auto":
-            return functools.partial(sdpa_kernel, CUDA_ATTENTION_KERNELS, set_priority=True)
-        return contextlib.nullcontext
 
     def compile_unet(self, **options: Any) -> None:
         """Run the U-Net through `torch.compile(**options)` from the next call on (the first call compiles).
@@ -93,7 +80,7 @@ class TextToVideoPipeline(DiffusionPipeline):
         Measured in scripts/bench.py --compile (BENCHMARKS.md); the compiled output is checked against eager there
         and in the tests. The layout for the device is set first, so that compiling sees the layout it will run in.
         """
-        self.fast_unet_calls(self._execution_device)
+        self.use_conv_layout(self._execution_device)
         self.unet = torch.compile(getattr(self.unet, "_orig_mod", self.unet), **options)
 
     @classmethod
@@ -237,7 +224,7 @@ class TextToVideoPipeline(DiffusionPipeline):
 
         # 5. Denoising loop: conditional and unconditional halves as one batch
         timesteps = self.scheduler.timesteps[first_step:]
-        fast = self.fast_unet_calls(device)
+        self.use_conv_layout(device)
         for t in self.progress_bar(timesteps) if show_progress else timesteps:
             if known is not None:
                 latents = torch.where(mask, self.scheduler.add_noise(known, known_noise, t.reshape(1)), latents)
@@ -245,8 +232,7 @@ class TextToVideoPipeline(DiffusionPipeline):
             model_input = self.scheduler.scale_model_input(model_input, t)
             if condition is not None:
                 model_input = torch.cat([model_input, condition], dim=1)
-            with fast():
-                noise = self.unet(model_input, t, text).sample
+            noise = self.unet(model_input, t, text).sample
             if guided:
                 uncond, cond = noise.chunk(2)
                 noise = uncond + guidance_scale * (cond - uncond)

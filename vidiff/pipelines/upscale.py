@@ -190,7 +190,7 @@ class UpscalePipeline(TextToVideoPipeline):
 
         # 5. Denoising loop; each step averages the overlapping windows' predictions (MultiDiffusion)
         starts = window_starts(num_frames, window, overlap)
-        fast = self.fast_unet_calls(device)
+        self.use_conv_layout(device)
         for t in self.progress_bar(self.scheduler.timesteps) if show_progress else self.scheduler.timesteps:
             total = torch.zeros_like(latents)
             count = torch.zeros(num_frames, device=device, dtype=latents.dtype)
@@ -198,8 +198,7 @@ class UpscalePipeline(TextToVideoPipeline):
                 span = slice(start, min(start + window, num_frames))
                 x = torch.cat([latents[:, :, span]] * 2) if guided else latents[:, :, span]
                 x = torch.cat([self.scheduler.scale_model_input(x, t), condition[:, :, span]], dim=1)
-                with fast():
-                    pred = self.unet(x, t, text, class_labels=labels).sample
+                pred = self.unet(x, t, text, class_labels=labels).sample
                 if guided:
                     uncond, cond = pred.chunk(2)
                     pred = uncond + guidance_scale * (cond - uncond)
