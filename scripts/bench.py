@@ -267,6 +267,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--e2e-repeats", type=int, help="end-to-end repeats (default: half of --repeats)")
     parser.add_argument("--skip", nargs="*", default=[], help="implementations to leave out")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--compile", action="store_true", help="also time vidiff with torch.compile (inductor); "
@@ -310,7 +311,7 @@ def main(argv=None) -> dict:
     e2e_names = [n for n in names if n in pipes and n not in AB_VARIANTS]  # the variants differ in the U-Net only
     e2e_fns = {n: end_to_end_fn(n, pipes[n], args) for n in e2e_names}
     e2e_times = {n: timed(e2e_fns[n], device, 0, args.warmup) for n in e2e_names}
-    for _ in range(max(1, args.repeats // 2)):
+    for _ in range(args.e2e_repeats or max(1, args.repeats // 2)):
         for n in e2e_names:
             e2e_times[n] += timed(e2e_fns[n], device, 1, 0)
     e2e_memory = {}

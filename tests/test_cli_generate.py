@@ -56,6 +56,26 @@ def test_same_seed_gives_the_same_frames(tiny_video_folder, tmp_path):
     assert np.array_equal(first, second)
 
 
+def test_compile_flag_compiles_the_unet_and_keeps_the_frames(tiny_video_folder, tmp_path, monkeypatch):
+    from vidiff.pipelines.text_to_video import TextToVideoPipeline
+
+    compiled = []
+    original = TextToVideoPipeline.compile_unet
+
+    def compile_unet(self, **options):  # dynamo's own tracing, without inductor's C++ build
+        original(self, backend="eager")
+        compiled.append(type(self.unet).__name__)
+    monkeypatch.setattr(TextToVideoPipeline, "compile_unet", compile_unet)
+    for name, extra in (("eager", []), ("compiled", ["--compile"])):
+        argv = ["generate", "a blue square", "--model", str(tiny_video_folder), "-o", str(tmp_path / name),
+                "--seed", "4", "--height", "128", "--width", "128", *extra, *FAST]
+        assert main(argv) == 0
+    assert compiled == ["OptimizedModule"]
+    eager, _ = read_video(tmp_path / "eager")
+    with_compile, _ = read_video(tmp_path / "compiled")
+    assert np.array_equal(eager, with_compile)
+
+
 def test_prompts_file_jsonl_writes_one_clip_each_with_its_own_seed(tiny_video_folder, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "a red circle", "seed": 3}\n\n{"prompt": "a green square", "num_frames": 2}\n')

@@ -103,6 +103,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     else:
         pipe.to(state.device if state.num_processes > 1 and args.device == "auto" else device)
     pipe.unet.set_attention_kernel("auto")
+    if args.compile:
+        pipe.compile_unet()
     pipe.set_progress_bar_config(disable=not args.progress or not state.is_local_main_process)
     post = None
     if factor > 1 or scale > 1:
@@ -402,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), or e.g. cuda:1, cpu")
     p.add_argument("--cpu-offload", action="store_true", help="keep models on the CPU until used (small GPUs)")
+    p.add_argument("--compile", action="store_true", help="run the base U-Net through torch.compile (inductor). "
+                   "The first clip pays for compiling (about a minute at SD 1.5 size on an H200, minutes on a CPU), "
+                   "so it pays off over many clips; measured speed-ups are in BENCHMARKS.md")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores). On a CPU that is busy "
                    "with other work, --threads 1 avoids OpenMP slowdowns")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
