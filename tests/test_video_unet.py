@@ -227,12 +227,14 @@ def _temporal_modules(video):
     return [m for m in video.modules() if isinstance(m, (TemporalConv, TemporalAttention))]
 
 
-def test_lean_temporal_block_equals_diffusers_basic_transformer_block():
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_lean_temporal_block_equals_diffusers_basic_transformer_block(memory_format):
     attn = TemporalAttention(32, num_attention_heads=4, norm_num_groups=8, num_layers=2)
     for param in attn.parameters():
         torch.nn.init.normal_(param, std=0.2)
-    x = torch.randn(3 * 5, 32, 4, 6)  # (b f) c h w
+    x = torch.randn(3 * 5, 32, 4, 6).to(memory_format=memory_format)  # (b f) c h w
     ours = attn(x, num_frames=5)
+    assert ours.is_contiguous(memory_format=memory_format)  # the layout of the input, with no copy back
     # the same module run through diffusers' own block forward
     from einops import rearrange
     h = attn.proj_in(rearrange(attn.norm(rearrange(x, "(b f) c h w -> b c f h w", f=5)), "b c f h w -> (b h w) f c"))

@@ -92,16 +92,26 @@ class TemporalAttention(nn.Module):
         nn.init.zeros_(self.proj_out.bias)
 
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
-        height, width = x.shape[2:]
-        h = rearrange(x, "(b f) c h w -> b c f h w", f=num_frames)
-        h = self.norm(h)  # statistics over the whole clip per group, as diffusers' AnimateDiffTransformer3D
-        h = rearrange(h, "b c f h w -> (b h w) f c")
+        """x: `(b f) c h w` in either memory layout; the result has x's layout.
+
+        One copy of the activations, into attention order `(b h w) f c`: the GroupNorm reads a view of x, and the
+        residual add reads the attention output transposed. The textbook form (`rearrange` to `b c f h w`, norm,
+        `rearrange` to `(b h w) f c`, and back) copies three times.
+        """
+        channels, height, width = x.shape[1:]
+        if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+            x = x.contiguous()
+        tokens = x.permute(0, 2, 3, 1).unflatten(0, (-1, num_frames)).flatten(2, 3)  # (b, f, h w, c): a view
+        # statistics over the whole clip per group, as diffusers' AnimateDiffTransformer3D; on channels-last x the
+        # (b, c, f, h w) view is itself channels-last, which the GroupNorm kernel reads in place
+        h = self.norm(tokens.permute(0, 3, 1, 2))
+        h = h.permute(0, 3, 2, 1).reshape(-1, num_frames, channels)  # (b h w, f, c): the one copy
         h = self.proj_in(h)
         for block in self.transformer_blocks:
             h = _transformer_block(block, h)
-        h = self.proj_out(h)
-        h = rearrange(h, "(b h w) f c -> (b f) c h w", h=height, w=width)
-        return x + h
+        h = self.proj_out(h).view(-1, height * width, num_frames, channels).transpose(1, 2)  # (b, f, h w, c)
+        out = tokens + h  # laid out like `tokens`, i.e. like x
+        return out.unflatten(2, (height, width)).flatten(0, 1).permute(0, 3, 1, 2)
 
 
 def _transformer_block(block: BasicTransformerBlock, h: torch.Tensor) -> torch.Tensor:
