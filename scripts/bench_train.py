@@ -43,6 +43,7 @@ def bench_sd15(args) -> list[dict]:
     from vidiff.models.configs import SD15_UNET
     from vidiff.tiny import make_text_encoder, make_tokenizer
     from vidiff.models.temporal import temporal_parameters
+    from vidiff.pipelines.text_to_video import set_conv_layout
     from vidiff.training.trainer import _loss, step_generator
 
     device = torch.device(args.device)
@@ -61,7 +62,7 @@ def bench_sd15(args) -> list[dict]:
         if name.startswith("vidiff"):
             with torch.device(device):
                 unet = inflate_unet(unet2d, max_frames=max(32, args.frames))
-            unet.unet.to(memory_format=torch.channels_last)  # as TextToVideoPipeline, which the trainer loads
+            set_conv_layout(unet, device)  # as the trainer does
             trained = temporal_parameters(unet)
         else:
             with torch.device(device):

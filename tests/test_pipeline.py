@@ -125,3 +125,21 @@ def test_compiled_unet_samples_the_same_clip_as_eager(mixing_pipe):
     mixing_pipe.compile_unet(backend="aot_eager")
     assert type(mixing_pipe.unet).__name__ == "OptimizedModule"
     torch.testing.assert_close(_sample(mixing_pipe, 128), eager, atol=1e-5, rtol=0)
+
+
+def test_set_conv_layout_picks_channels_last_on_the_cpu_only_and_reaches_through_compile():
+    from conftest import tiny_unet2d
+
+    from vidiff import inflate_unet
+    from vidiff.pipelines.text_to_video import set_conv_layout
+
+    video = inflate_unet(tiny_unet2d("sd15"))
+    weight = video.unet.conv_in.weight
+    set_conv_layout(video, torch.device("cpu"))
+    assert video.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not video.unet.conv_in.weight.is_contiguous()
+    set_conv_layout(torch.compile(video), torch.device("cuda"))  # only the device's type is read: no GPU needed
+    assert video.unet.conv_in.weight.is_contiguous()
+    set_conv_layout(video, torch.device("cuda"), layout="channels_last")
+    assert video.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert video.unet.conv_in.weight is weight  # converted in place: optimizers and hooks keep their parameters

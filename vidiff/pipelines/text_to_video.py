@@ -62,17 +62,8 @@ class TextToVideoPipeline(DiffusionPipeline):
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
 
     def use_conv_layout(self, device: torch.device) -> None:
-        """Put the U-Net's weights in the convolution layout measured faster on `device`; a no-op once made.
-
-        Channels-last made the U-Net step 0.93x on the 2-core CPU (oneDNN) but 1.06x on an H200 in bf16, where
-        the GroupNorms copy it back to contiguous (BENCHMARKS.md); so it is the CPU's layout only.
-        """
-        layout = self.conv_layout if self.conv_layout != "auto" else \
-            ("channels_last" if device.type == "cpu" else "contiguous")
-        memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-        spatial = getattr(self.unet, "_orig_mod", self.unet).unet  # through torch.compile's wrapper
-        if not spatial.conv_in.weight.is_contiguous(memory_format=memory_format):
-            spatial.to(memory_format=memory_format)
+        """Put the U-Net in the convolution layout for `device` (`set_conv_layout`, or `self.conv_layout`)."""
+        set_conv_layout(self.unet, device, self.conv_layout)
 
     def compile_unet(self, **options: Any) -> None:
         """Run the U-Net through `torch.compile(**options)` from the next call on (the first call compiles).
@@ -257,6 +248,21 @@ class TextToVideoPipeline(DiffusionPipeline):
         if "generator" in accepted:
             kwargs["generator"] = generator
         return kwargs
+
+
+def set_conv_layout(unet: VideoUNet, device: torch.device, layout: str = "auto") -> None:
+    """Put the video U-Net's spatial weights in the convolution layout measured faster on `device`; a no-op once
+    made. Sampling and training both call it.
+
+    Channels-last made the U-Net step 0.93x on the 2-core CPU (oneDNN) but 1.06x on an H200 in bf16, where the
+    GroupNorms copy it back to contiguous (BENCHMARKS.md); so "auto" is channels-last on the CPU only.
+    """
+    if layout == "auto":
+        layout = "channels_last" if device.type == "cpu" else "contiguous"
+    memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    spatial = getattr(unet, "_orig_mod", unet).unet  # through torch.compile's wrapper
+    if not spatial.conv_in.weight.is_contiguous(memory_format=memory_format):
+        spatial.to(memory_format=memory_format)
 
 
 def to_uint8(video: torch.Tensor) -> np.ndarray:

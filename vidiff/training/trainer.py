@@ -105,7 +105,7 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
     from diffusers.optimization import get_scheduler
 
     from vidiff.data.video_folder import VideoFolderDataset
-    from vidiff.pipelines.text_to_video import TextToVideoPipeline
+    from vidiff.pipelines.text_to_video import TextToVideoPipeline, set_conv_layout
 
     config.check()
     output = Path(config.output)
@@ -161,6 +161,7 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
     lr_scheduler = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps,
                                  num_training_steps=config.max_steps)
     unet.to(device)
+    set_conv_layout(unet, device)  # the layout sampling uses on this device
     ema = {k: v.detach().clone().float() for k, v in trained.items()} if config.ema else None
 
     # 4. Resume
