@@ -56,6 +56,13 @@ def test_same_seed_gives_the_same_frames(tiny_video_folder, tmp_path):
     assert np.array_equal(first, second)
 
 
+def test_mkv_output_holds_exactly_the_png_frames(tiny_video_folder, tmp_path):
+    for name in ("frames", "clip.mkv"):
+        assert main(["generate", "a blue square", "--model", str(tiny_video_folder), "-o", str(tmp_path / name),
+                     "--seed", "11", *FAST]) == 0
+    assert np.array_equal(read_video(tmp_path / "clip.mkv")[0], read_video(tmp_path / "frames")[0])
+
+
 def test_compile_flag_compiles_the_unet_and_keeps_the_frames(tiny_video_folder, tmp_path, monkeypatch):
     from vidiff.pipelines.text_to_video import TextToVideoPipeline
 

@@ -119,6 +119,28 @@ def test_webm_round_trip(tmp_path):
     assert np.abs(frames.astype(int) - moving_square()).mean() < 6
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mkv_is_lossless_at_any_size(tmp_path, backend):
+    # noise is the hardest case for a codec, and an odd size is what yuv420p cannot hold
+    video = np.random.default_rng(1).integers(0, 256, (6, 21, 35, 3), dtype=np.uint8)
+    path = write_video(video, tmp_path / "clip.mkv", fps=10)
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].codec_context.name == "ffv1"
+    frames, fps = read_video(path, backend=backend)
+    assert np.array_equal(frames, video) and fps == pytest.approx(10)
+
+
+def test_mp4_halves_colour_resolution_where_mkv_does_not(tmp_path):
+    # why training data for the upscaler is written as .mkv: a coloured edge on black loses detail in yuv420p
+    video = moving_square()
+    lossy = read_video(write_video(video, tmp_path / "clip.mp4", fps=10))[0].astype(int)
+    exact = read_video(write_video(video, tmp_path / "clip.mkv", fps=10))[0]
+    assert np.array_equal(exact, video)
+    edge = np.zeros(video.shape[:3], bool)
+    edge[:, 10:26, :] = True  # the rows the red square spans
+    assert np.abs(lossy - video)[edge].max() > 20
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Sidecar
 # ---------------------------------------------------------------------------------------------------------------

@@ -376,8 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Under `accelerate launch`, a prompts file is split across the processes.",
     )
     p.add_argument("prompt", nargs="?", help="the text prompt (or use --prompts-file)")
-    p.add_argument("-o", "--output", help="output path; .mp4 .gif .webm, or a folder for PNG frames. May use "
-                   "{index} {slug} {seed}. Default: outputs/{slug}-{seed}.mp4")
+    p.add_argument("-o", "--output", help="output path; .mp4 .gif .webm .mkv (lossless), or a folder for PNG frames. "
+                   "May use {index} {slug} {seed}. Default: outputs/{slug}-{seed}.mp4")
     p.add_argument("--model", help="video model folder (default: the model shipped with vidiff)")
     p.add_argument("--prompts-file", help="one prompt per line, or JSONL with 'prompt' and per-prompt "
                    "seed, negative_prompt, num_frames, height, width, steps, guidance, output")
@@ -422,7 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("input", help="any readable video (.mp4 .mov .avi .mkv .webm .gif) or a folder of frames")
     p.add_argument("--factor", type=int, required=True, help="frames out per frame in: N -> (N - 1) * FACTOR + 1")
-    p.add_argument("-o", "--output", required=True, help="output path: .mp4 .gif .webm, or a folder for PNGs")
+    p.add_argument("-o", "--output", required=True,
+                   help="output path: .mp4 .gif .webm .mkv (lossless), or a folder for PNGs")
     p.add_argument("--model", help="a cascade folder naming an interpolation stage, or a model trained with `vidiff "
                    "train ... task=interpolate` (default: the stage shipped with vidiff, trained on the shapes world)")
     p.add_argument("--fps", type=float, help="output frame rate (default: the input's times --factor)")
@@ -449,7 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="any readable video (.mp4 .mov .avi .mkv .webm .gif) or a folder of frames")
     p.add_argument("--scale", type=int, required=True, help="size factor: the model's own scale (4 for an x4 "
                    "upscaler) or a power of it, run in passes")
-    p.add_argument("-o", "--output", required=True, help="output path: .mp4 .gif .webm, or a folder for PNGs")
+    p.add_argument("-o", "--output", required=True,
+                   help="output path: .mp4 .gif .webm .mkv (lossless), or a folder for PNGs")
     p.add_argument("--model", help="a cascade folder naming an upscale stage, or an upscaler model folder: `vidiff "
                    "inflate` of a Stable Diffusion x4-upscaler folder, or a model trained with task: upscale "
                    "(default: the 2x stage shipped with vidiff, trained on the shapes world)")

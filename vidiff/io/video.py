@@ -1,6 +1,7 @@
 """Video files in and out. Frames are numpy `uint8` arrays shaped `(f, h, w, 3)`, RGB, at every boundary.
 
-`write_video` picks the format from the path: `.mp4` (H.264, yuv420p, faststart), `.webm` (VP9, yuv420p), `.gif`
+`write_video` picks the format from the path: `.mp4` (H.264, yuv420p, faststart), `.webm` (VP9, yuv420p), `.mkv`
+(FFV1, lossless RGB: for training data, since yuv420p halves the colour resolution), `.gif`
 (palette built from the clip itself, loops forever) or, for a path without a suffix or ending in `/`, a folder of
 `frame_0000.png ...` plus `metadata.json`. Everything is built beside its destination and renamed into place.
 
@@ -41,11 +42,14 @@ _FFMPEG = {
                  output_params=["-crf", "18", "-preset", "medium", "-movflags", "+faststart"]),
     ".webm": dict(codec="libvpx-vp9", pix_fmt_out="yuv420p",
                   output_params=["-crf", "32", "-b:v", "0", "-row-mt", "1"]),
+    # lossless: every pixel comes back exactly (yuv420p's halved chroma blurs coloured edges by a full pixel)
+    ".mkv": dict(codec="ffv1", pix_fmt_out="bgr0", output_params=["-level", "3"]),
     # a palette from the clip's own colours: clips with <= 255 colours come back exactly
     ".gif": dict(codec="gif", pix_fmt_out="pal8",
                  output_params=["-filter_complex", "split[a][b];[a]palettegen[p];[b][p]paletteuse", "-loop", "0"]),
 }
-_SUPPORTED = "use .mp4, .gif, .webm, or a path without a suffix (or ending in '/') for a folder of PNG frames"
+_SUPPORTED = ("use .mp4, .gif, .webm, .mkv (lossless), or a path without a suffix (or ending in '/') for a folder of "
+              "PNG frames")
 
 
 class VideoReadError(ValueError):
@@ -69,9 +73,9 @@ def sidecar_path(path: str | os.PathLike) -> Path:
 def write_video(frames: np.ndarray, path: str | os.PathLike, fps: float = 8, metadata: Mapping | None = None) -> Path:
     """Write `frames` (uint8, (f, h, w, 3)) to `path` atomically and return the path.
 
-    The format follows the suffix (`.mp4`, `.gif`, `.webm`; none or a trailing `/` for a PNG folder). Frames are
-    never resized or padded: H.264 yuv420p needs an even width and height, so odd sizes are refused for `.mp4`
-    (GIF, WebM and PNG take any size). Grey `(f, h, w, 1)` frames are refused too; repeat the channel first.
+    The format follows the suffix (`.mp4`, `.gif`, `.webm`, `.mkv`; none or a trailing `/` for a PNG folder). Frames
+    are never resized or padded: H.264 yuv420p needs an even width and height, so odd sizes are refused for `.mp4`
+    (GIF, WebM, MKV and PNG take any size). Grey `(f, h, w, 1)` frames are refused too; repeat the channel first.
     With `metadata`, `path + ".json"` is written as well, holding it plus `frames`, `fps`, `height`, `width` and
     `format`; a PNG folder always gets that record as `metadata.json` inside, so that its fps survives a round trip.
     On any error nothing changes at `path`, and no temporary file is left behind.

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-VIDEO_SUFFIXES = (".mp4", ".gif", ".webm")
+VIDEO_SUFFIXES = (".mp4", ".gif", ".webm", ".mkv")
 SCHEDULER_NAMES = ("ddim", "dpm++", "euler")  # text_to_video.SCHEDULERS' keys, without importing diffusers
 DEFAULT_OUTPUT = "outputs/{slug}-{seed}.mp4"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default-model"
@@ -94,7 +94,8 @@ def check_output(path: str | os.PathLike) -> None:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix and suffix not in VIDEO_SUFFIXES:
-        raise ValueError(f"unknown output format {suffix!r} in {path}; use .mp4, .gif, .webm, or a folder for PNGs")
+        raise ValueError(f"unknown output format {suffix!r} in {path}; "
+                         "use .mp4, .gif, .webm, .mkv (lossless), or a folder for PNGs")
     if suffix and path.is_dir():
         raise ValueError(f"output {path} is an existing folder, not a file")
     parent = path.parent if suffix else path
