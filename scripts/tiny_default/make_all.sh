@@ -51,19 +51,19 @@ for stage in $stages; do
         --sampling '{"init": "blend", "strength": 0.4, "steps": 10}' --note "scripts/tiny_default/make_all.sh interpolation" ;;
     interpolation-eval)  # the shipped stage against repetition, blending and Farneback (docs/interpolation-eval)
       "$python" scripts/eval_interpolation.py --clips-per-combo 4 --out docs/interpolation-eval ;;
-    clips128)  # 394 training clips at 128 pixels for the upscaler (held-out combinations excluded)
-      [ -f "$work/clips128/clip_00393.txt" ] || "$python" -c "import sys; from vidiff.data.shapes import \
-write_shapes_folder; write_shapes_folder(sys.argv[1], 394, size=128, seed=2)" "$work/clips128" ;;
+    clips128)  # 394 lossless (.mkv) training clips at 128 pixels for the upscaler (held-out combinations excluded)
+      [ -f "$work/clips128-lossless/clip_00393.txt" ] || "$python" -c "import sys; from vidiff.data.shapes import \
+write_shapes_folder; write_shapes_folder(sys.argv[1], 394, size=128, seed=2, ext='.mkv')" "$work/clips128-lossless" ;;
     upscale)
-      [ -f "$work/upscaler-init/model_index.json" ] || "$python" scripts/tiny_default/make_upscaler.py --codec 8 \
-        --out "$work/upscaler-init"
+      [ -f "$work/upscaler-init/model_index.json" ] || "$python" scripts/tiny_default/make_upscaler.py --codec 2 \
+        --widths 32 48 64 --out "$work/upscaler-init"
       resume=$([ -d "$work/upscale/checkpoints" ] && echo --resume || true)
       [ -f "$work/upscale/model/model_index.json" ] || "$python" -m vidiff.cli train \
-        --config configs/train/tiny_default_upscale.yaml model="$work/upscaler-init" data="$work/clips128" \
+        --config configs/train/tiny_default_upscale.yaml model="$work/upscaler-init" data="$work/clips128-lossless" \
         output="$work/upscale" $resume ;;
     ship-upscale)
       "$python" scripts/tiny_default/ship_stage.py upscale "$work/upscale/model" --scale 2 \
-        --sampling '{"steps": 1, "noise_level": 20}' --note "scripts/tiny_default/make_all.sh upscale" ;;
+        --sampling '{"steps": 1, "noise_level": 0}' --note "scripts/tiny_default/make_all.sh upscale" ;;
     upscale-eval)  # the shipped stage against bicubic and independent noise (docs/upscale-eval)
       "$python" scripts/eval_upscale.py --clips-per-combo 4 --out docs/upscale-eval ;;
     *)

@@ -1,14 +1,17 @@
 """Stage 5 of the tiny default model: the untrained 2x upscaler that `vidiff train ... task=upscale` then trains.
 
-    python scripts/tiny_default/make_upscaler.py --codec 8 --out outputs/tiny-default/upscaler-init
+    python scripts/tiny_default/make_upscaler.py --codec 2 --widths 32 48 64 --out outputs/tiny-default/upscaler-init
 
 It is Stable Diffusion's x4 upscaler scaled down (diffusers' `StableDiffusionUpscalePipeline` layout): a
 `UNet2DConditionModel` reading the noisy latents + the low-resolution RGB frames with the noise-augmentation level
 as its class label (1000 class embeddings), a DDPM low-res noise schedule, and its own autoencoder:
-- `--codec 8` (the shipped stage): vidiff's lossless `PixelShuffleCodec`, space-to-depth by 8, so the U-Net works in
-  pixel space at 1/8 of the 128-pixel side (192 channels) and reads the 64-pixel frames folded by 4 (48 channels).
-  The tiny KL VAEs trainable on the CPU reconstruct 128-pixel shapes at 17-23 dB, far under bicubic's 35.7 dB, so a
-  latent upscaler behind one could never beat bicubic.
+- `--codec 2` (the shipped stage): vidiff's lossless `PixelShuffleCodec`, space-to-depth by 2, so the U-Net works in
+  pixel space at the 64-pixel low-res side (12 channels: each position holds the 2x2 high-res pixels over one
+  low-res pixel) and reads the low-res frames unfolded (3 channels). The tiny KL VAEs trainable on the CPU
+  reconstruct 128-pixel shapes at 17-23 dB, far under bicubic's 35.7 dB, so a latent upscaler behind one could
+  never beat bicubic. The first shipped stage used `--codec 8` (16x16 positions of 192 channels, widths 48/64/96)
+  and never rose above bicubic, on H.264 or lossless clips alike. The likely cause is width where the edges are:
+  48 features per 4x4 block of low-res pixels there, 32 per low-res pixel here (scripts/tiny_default/README.md).
 - `--vae DIR`: a trained KL VAE (train_vae.py --blocks 2 --size 128), the x4 upscaler's own arrangement.
 Departures from the x4 upscaler, for CPU speed and the package's 30 MB: the U-Net has no spatial attention blocks
 (at 64x64 latents they made a step 2-3x slower), so its temporal layers are the temporal convolutions plus the
