@@ -65,10 +65,10 @@ def test_the_shipped_interpolation_stage_beats_blending_on_held_out_clips():
     assert np.mean(single) >= 0.9
 
 
-def test_the_shipped_upscale_stage_is_at_least_bicubic_and_shared_noise_flickers_less():
+def test_the_shipped_upscale_stage_beats_bicubic_by_1_db_and_flickers_less():
     """Held-out shapes clips rendered at 128 pixels, box-downsampled to 64 and upscaled 2x by the shipped stage with
-    its recommended settings: at least as close to the truth as bicubic (the residual stage adds to bicubic; it
-    misses issue 8's +1 dB, see README), and one shared starting noise flickers less than independent noise."""
+    its recommended settings: issue 8's targets, PSNR at least bicubic's + 1 dB, flicker no worse than bicubic's,
+    and one shared starting noise flickering less than independent noise."""
     from vidiff.data.shapes import combinations, render_clip
     from vidiff.eval.upscale import bicubic_frames, box_downsample, score_upscale
     from vidiff.pipelines.cascade import load_upscaler, upscale_settings
@@ -86,7 +86,8 @@ def test_the_shipped_upscale_stage_is_at_least_bicubic_and_shared_noise_flickers
                                                            **settings), truth))
         scores["bicubic"].append(score_upscale(bicubic_frames(lowres, 2), truth))
     mean = {method: {key: np.mean([r[key] for r in rows]) for key in rows[0]} for method, rows in scores.items()}
-    assert mean["shared"]["psnr"] >= mean["bicubic"]["psnr"], mean
+    assert mean["shared"]["psnr"] >= mean["bicubic"]["psnr"] + 1.0, mean
+    assert mean["shared"]["temporal_error"] <= mean["bicubic"]["temporal_error"], mean
     assert mean["shared"]["temporal_error"] < mean["independent"]["temporal_error"], mean
 
 
