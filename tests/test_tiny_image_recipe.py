@@ -83,3 +83,65 @@ def test_trains_a_loadable_sd_folder_and_resume_repeats_the_straight_run(recipe,
     # 5. Resuming with another model shape fails before training, naming the value the checkpoint needs
     with pytest.raises(ValueError, match="--width 16"):
         recipe.main(_args(vae_folder, resumed, 4, "--resume", width=32))
+
+
+def test_word_loss_reads_colour_shape_and_direction_from_the_caption_end(recipe):
+    tokenizer = recipe.make_tokenizer()
+    captions = ["", "a red circle moving left", "a white triangle moving down"]
+    words = recipe.caption_words(captions)
+    assert words.tolist() == [[-1, -1, -1], [0, 0, 0], [6, 2, 3]]
+
+    readouts = recipe.word_readouts(16)
+    assert [r.shape for r in readouts] == [(7, 16), (3, 16), (4, 16)]
+    basis = torch.cat(readouts)
+    torch.testing.assert_close(basis @ basis.T, torch.eye(14), atol=1e-5, rtol=0)  # orthonormal, fixed
+
+    ids = recipe.tokenize(tokenizer, captions)
+    eos = tokenizer.eos_token_id
+
+    def along(chosen: list[list[int]], scale: float) -> torch.Tensor:
+        """Hidden states (3, 77, 16) pointing along the read-outs of the chosen (colour, shape, direction)."""
+        rows = [sum(readouts[k][c] for k, c in enumerate(choice)) for choice in chosen]
+        return scale * torch.stack(rows)[:, None].expand(-1, ids.shape[1], -1).clone()
+
+    right = along([[0, 0, 0], [0, 0, 0], [6, 2, 3]], 8.0)
+    wrong = along([[0, 0, 0], [0, 0, 1], [6, 2, 0]], 8.0)  # directions swapped
+    assert recipe.word_loss(right, ids, words, readouts, eos) < 0.01
+    assert recipe.word_loss(wrong, ids, words, readouts, eos) > 5.0
+
+    # a direct float64 computation: the loss counts only tokens from the first end-of-text on, and no empty caption
+    hidden = torch.randn(3, ids.shape[1], 16, generator=torch.Generator().manual_seed(0))
+    hidden[2, : int((ids[2] == eos).nonzero()[0])] = 1e3  # tokens before the caption's end must not count
+    hidden[0] = 1e3  # nor the empty caption
+    expected = 0.0
+    for caption_index in (1, 2):
+        ends = (ids[caption_index] == eos).nonzero()[0, 0]
+        for kind, readout in enumerate(readouts):
+            logits = hidden[caption_index, ends:].double() @ readout.double().T
+            expected += -torch.log_softmax(logits, dim=-1)[:, int(words[caption_index, kind])].sum().item()
+    tokens = sum(int(len(ids[i]) - (ids[i] == eos).nonzero()[0, 0]) for i in (1, 2))
+    assert recipe.word_loss(hidden, ids, words, readouts, eos).item() == pytest.approx(expected / tokens, rel=1e-5)
+
+
+def test_init_from_continues_a_model_and_the_word_loss_pulls_direction_words_apart(recipe, vae_folder, tmp_path):
+    first = tmp_path / "image-model"
+    recipe.main(_args(vae_folder, first, 2))
+
+    def tuned(name: str, weight: str) -> dict:
+        """20 steps from `first`; --width is ignored there: the shape is first's."""
+        return recipe.main(_args(vae_folder, tmp_path / name, 20, "--init-from", str(first), "--word-loss", weight,
+                                 "--lr", "3e-3", "--metrics", str(tmp_path / f"{name}.json"), width=32))
+
+    plain, words = tuned("plain", "0"), tuned("words", "1.0")
+    after = StableDiffusionPipeline.from_pretrained(tmp_path / "words")
+    assert list(after.unet.config.block_out_channels) == [16, 32, 32, 32]
+    assert json.loads((tmp_path / "words.json").read_text())["caption_gaps"] == words["caption_gaps"]
+    assert json.loads((tmp_path / "image_metrics.json").read_text())["steps"] == 2  # the first run's metrics stay
+    assert words["caption_gaps"] == recipe.caption_gaps(after.text_encoder, after.tokenizer)
+    # captions that differ only in direction end up far further apart with the word loss than without it
+    assert words["caption_gaps"]["direction"] > 3 * plain["caption_gaps"]["direction"]
+    assert words["init_from"] == str(first) and _state(tmp_path / "words")["init_from"] == str(first)
+
+    # resuming checks the continued model too
+    with pytest.raises(ValueError, match="--init-from"):
+        recipe.main(_args(vae_folder, tmp_path / "words", 21, "--resume", "--word-loss", "1.0", "--lr", "3e-3"))

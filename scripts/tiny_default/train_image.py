@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import itertools
 import json
 import math
 import time
@@ -39,10 +40,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline
+from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
+from transformers import CLIPTextModel
 
 from vidiff.atomic import atomic_dir, atomic_path, write_text
 from vidiff.data.shapes import COLOURS, DIRECTIONS, SHAPES, caption, combinations, render_clip
@@ -90,6 +92,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda (random draws stay on "
                         "the CPU, so a run is reproducible per device)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT-checkpoint/ if it exists")
+    parser.add_argument("--init-from", type=Path, default=None,
+                        help="start the text encoder and U-Net from this image-model folder instead of fresh weights "
+                        "(their shapes then come from it, and --width, --mults, --layers, --text-* are ignored)")
+    parser.add_argument("--metrics", type=Path, default=None,
+                        help="where to write the metrics JSON (default: OUT/../image_metrics.json)")
+    parser.add_argument("--word-loss", type=float, default=0.0,
+                        help="weight of the caption-word loss: colour, shape and direction must be readable from "
+                        "the text encoder's output at every token from the end of the caption on (0: off)")
     args = parser.parse_args(argv)
     try:
         args.mults = [int(m) for m in args.mults.split(",")]
@@ -103,6 +113,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--text-width must be a multiple of 4 (4 attention heads), got {args.text_width}")
     if min(args.steps, args.batch_size, args.layers, args.text_layers, args.pool_size, args.checkpoint_every) < 1:
         parser.error("--steps, --batch-size, --layers, --text-layers, --pool-size and --checkpoint-every must be >= 1")
+    if args.init_from is not None and not (args.init_from / "unet" / "config.json").is_file():
+        parser.error(f"--init-from {args.init_from} is not an image-model folder (no unet/config.json)")
+    if args.word_loss < 0:
+        parser.error(f"--word-loss must be >= 0, got {args.word_loss}")
     if not (args.vae / "config.json").is_file():
         parser.error(f"--vae {args.vae} has no config.json; train it first with scripts/tiny_default/train_vae.py")
     return args
@@ -180,8 +194,15 @@ def load_pool(vae_dir: Path, vae: AutoencoderKL, cache: Path, seed: int, count: 
 
 
 def build_models(args):
-    """(tokenizer, text encoder, U-Net) with fresh weights seeded by --seed."""
+    """(tokenizer, text encoder, U-Net): from --init-from's folder, else fresh weights seeded by --seed."""
     tokenizer = make_tokenizer()
+    if args.init_from is not None:  # the shape is the folder's: record it in args, so checkpoints name it
+        text_encoder = CLIPTextModel.from_pretrained(args.init_from / "text_encoder")
+        unet = UNet2DConditionModel.from_pretrained(args.init_from / "unet")
+        channels = list(unet.config.block_out_channels)
+        args.width, args.mults, args.layers = channels[0], [c // channels[0] for c in channels], unet.config.layers_per_block
+        args.text_width, args.text_layers = text_encoder.config.hidden_size, text_encoder.config.num_hidden_layers
+        return tokenizer, text_encoder, unet
     text_encoder = make_text_encoder(tokenizer, width=args.text_width, layers=args.text_layers, seed=args.seed)
     unet = make_unet2d(width=args.width, cross_attention_dim=args.text_width, seed=args.seed,
                        block_out_channels=[args.width * m for m in args.mults], layers_per_block=args.layers)
@@ -192,6 +213,43 @@ def tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
     """Token ids (n, 77), padded exactly as StableDiffusionPipeline pads prompts."""
     return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                      return_tensors="pt").input_ids
+
+
+def caption_words(captions: list[str]) -> torch.Tensor:
+    """(n, 3) indices of each caption's colour, shape and direction in COLOURS, SHAPES, DIRECTIONS; -1 for ""."""
+    words = [text.split() if text else None for text in captions]  # "a {colour} {shape} moving {direction}"
+    return torch.tensor([[list(COLOURS).index(w[1]), list(SHAPES).index(w[2]), list(DIRECTIONS).index(w[4])]
+                         if w else [-1, -1, -1] for w in words])
+
+
+def word_readouts(width: int) -> list[torch.Tensor]:
+    """Fixed orthonormal read-out directions of the caption-word loss, one (classes, width) matrix per word kind
+    (colour, shape, direction). They are not trained: the text encoder's output itself must move along them, so
+    that captions which differ in any one word end up far apart, as a pretrained CLIP keeps them."""
+    sizes = [len(COLOURS), len(SHAPES), len(DIRECTIONS)]
+    generator = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(width, sum(sizes), generator=generator, dtype=torch.float64))[0].T.float()
+    return list(basis.split(sizes))
+
+
+def word_loss(hidden: torch.Tensor, token_ids: torch.Tensor, words: torch.Tensor, readouts: list[torch.Tensor],
+              eos_token_id: int) -> torch.Tensor:
+    """Cross-entropy of reading each caption's colour, shape and direction from the text encoder's output
+    `hidden` (n, 77, width) along the fixed `readouts`, averaged over the tokens from the first end-of-text token
+    on (with causal attention they are the ones that have seen the whole caption; SD's pipeline passes them all to
+    the U-Net). Empty captions (words -1) are left out."""
+    keep = words[:, 0] >= 0
+    hidden, token_ids, words = hidden[keep], token_ids[keep], words[keep]
+    if not len(hidden):
+        return hidden.sum()
+    after_end = (token_ids == eos_token_id).cumsum(dim=1) > 0  # (n, 77)
+    total = hidden.new_zeros(())
+    for kind, readout in enumerate(readouts):
+        logits = hidden @ readout.to(hidden).T  # (n, 77, classes)
+        target = words[:, kind, None].expand(-1, logits.shape[1])
+        losses = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # (n, 77)
+        total = total + (losses * after_end).sum() / after_end.sum()
+    return total
 
 
 def snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -226,7 +284,9 @@ def checkpoint_path(out: Path) -> Path:
     return out.parent / f"{out.name}-checkpoint"
 
 
-RESUME_KEYS = ("width", "mults", "layers", "text_width", "text_layers", "seed", "batch_size", "pool_size")
+RESUME_KEYS = ("width", "mults", "layers", "text_width", "text_layers", "seed", "batch_size", "pool_size",
+               "init_from", "word_loss")
+RESUME_DEFAULTS = {"init_from": None, "word_loss": 0.0}  # checkpoints written before these options existed
 
 
 def save_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizer, state: dict) -> None:
@@ -238,11 +298,17 @@ def save_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizer, 
         (tmp / "state.json").write_text(json.dumps(state, indent=2))
 
 
+def checkpoint_value(args, key: str):
+    """An argument as state.json stores it (paths as strings, JSON-safe)."""
+    value = getattr(args, key)
+    return str(value) if isinstance(value, Path) else value
+
+
 def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizer, args) -> dict:
     """Load weights, EMA and optimizer state in place; returns state.json. Fails if the model shape differs."""
     state = json.loads((path / "state.json").read_text())
     for key in RESUME_KEYS:
-        if state[key] != getattr(args, key):
+        if state.get(key, RESUME_DEFAULTS.get(key)) != checkpoint_value(args, key):
             value = ",".join(map(str, state[key])) if isinstance(state[key], list) else state[key]
             raise ValueError(f"{path} was trained with --{key.replace('_', '-')} {value}, not {getattr(args, key)}; "
                              "pass the same value to resume, or drop --resume to start over")
@@ -311,6 +377,21 @@ def evaluate(folder: Path, device="cpu") -> dict:
             "guidance_sweep": sweep}
 
 
+@torch.no_grad()
+def caption_gaps(text_encoder, tokenizer) -> dict[str, float]:
+    """Mean L2 distance between the text encoder's outputs (77 x width) for training captions that differ in one
+    word only: the direction, the colour or the shape. A stand-in for a pretrained CLIP should keep all three apart."""
+    combos = combinations("train")
+    ids = tokenize(tokenizer, [caption(*c) for c in combos]).to(text_encoder.device)
+    hidden = text_encoder(ids).last_hidden_state.flatten(1).cpu()
+    gaps = {"direction": [], "colour": [], "shape": []}
+    for i, j in itertools.combinations(range(len(combos)), 2):
+        differ = [kind for kind, a, b in zip(("colour", "shape", "direction"), combos[i], combos[j]) if a != b]
+        if len(differ) == 1:
+            gaps[differ[0]].append((hidden[i] - hidden[j]).norm().item())
+    return {kind: round(float(np.mean(values)), 2) for kind, values in gaps.items()}
+
+
 def safetensors_bytes(folder: Path) -> dict[str, int]:
     """Bytes of each component's weights, and their total."""
     sizes = {p.parent.name: p.stat().st_size for p in sorted(folder.glob("*/*.safetensors"))}
@@ -350,6 +431,8 @@ def run(args) -> dict:
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.999), weight_decay=0.01)
     noise_scheduler = DDPMScheduler.from_config(make_scheduler().config)
     token_ids = tokenize(tokenizer, CAPTIONS).to(args.device)  # (captions, 77)
+    words = caption_words(CAPTIONS).to(args.device)  # (captions, 3)
+    readouts = word_readouts(text_encoder.config.hidden_size)
     ckpt = checkpoint_path(args.out)
     state = {"step": 0, "train_seconds": 0.0}
     if args.resume and (ckpt / "state.json").is_file():
@@ -359,7 +442,7 @@ def run(args) -> dict:
 
     def save(step: int) -> None:
         save_checkpoint(ckpt, modules, optimizer, {
-            "step": step, "steps": args.steps, **{key: getattr(args, key) for key in RESUME_KEYS},
+            "step": step, "steps": args.steps, **{key: checkpoint_value(args, key) for key in RESUME_KEYS},
             "lr": args.lr, "snr_gamma": args.snr_gamma, "ema_decay": args.ema_decay,
             "train_seconds": state["train_seconds"] + time.time() - began,
         })
@@ -380,12 +463,16 @@ def run(args) -> dict:
         noisy = noise_scheduler.add_noise(clean, noise, timesteps)
 
         unique, inverse = np.unique(captions, return_inverse=True)  # encode each distinct caption once
-        text = text_encoder(token_ids[torch.from_numpy(unique).to(args.device)]).last_hidden_state[
-            torch.from_numpy(inverse).to(args.device)]
+        unique = torch.from_numpy(unique).to(args.device)
+        hidden = text_encoder(token_ids[unique]).last_hidden_state  # (distinct captions, 77, width)
+        text = hidden[torch.from_numpy(inverse).to(args.device)]
         error = F.mse_loss(unet(noisy, timesteps, text).sample, noise, reduction="none").mean(dim=(1, 2, 3))  # (b,)
         if args.snr_gamma:
             error = error * snr_weights(noise_scheduler, timesteps, args.snr_gamma)
         loss = error.mean()
+        if args.word_loss:
+            words_loss = word_loss(hidden, token_ids[unique], words[unique], readouts, tokenizer.eos_token_id)
+            loss = loss + args.word_loss * words_loss
         if not torch.isfinite(loss):
             raise RuntimeError(f"loss became {loss.item()} at step {step}; lower --lr (now {args.lr}) and rerun")
         optimizer.zero_grad(set_to_none=True)
@@ -399,7 +486,8 @@ def run(args) -> dict:
         done = step + 1
         progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", refresh=False)
         if done % args.log_every == 0 or done == args.steps:
-            progress.write(f"step {done:6d}  loss {loss.item():.5f}  lr {lr:.2e}  "
+            words_note = f"  word loss {words_loss.item():.4f}" if args.word_loss else ""
+            progress.write(f"step {done:6d}  loss {loss.item():.5f}{words_note}  lr {lr:.2e}  "
                            f"{(time.time() - began) / (done - start):.2f} s/step")
         if done % args.checkpoint_every == 0 or done == args.steps:
             save(done)
@@ -429,6 +517,9 @@ def run(args) -> dict:
         "batch_size": args.batch_size,
         "lr": args.lr,
         "snr_gamma": args.snr_gamma,
+        "init_from": None if args.init_from is None else str(args.init_from),
+        "word_loss": args.word_loss,
+        "caption_gaps": caption_gaps(ema_text_encoder, tokenizer),
         "ema_decay": args.ema_decay,
         "pool_size": args.pool_size,
         "seed": args.seed,
@@ -440,7 +531,7 @@ def run(args) -> dict:
         **evaluate(args.out, args.device),
     }
     metrics["eval_seconds"] = round(time.time() - eval_began, 1)
-    write_text(args.out.parent / "image_metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_text(args.metrics or args.out.parent / "image_metrics.json", json.dumps(metrics, indent=2) + "\n")
     print(json.dumps({k: v for k, v in metrics.items() if k not in ("seen", "heldout", "guidance_sweep")}, indent=2))
     results = {EVAL_GUIDANCE: metrics, **{float(g): r for g, r in metrics["guidance_sweep"].items()}}
     for guidance, result in sorted(results.items()):

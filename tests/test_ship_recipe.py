@@ -1,0 +1,79 @@
+"""scripts/tiny_default/ship.py: a new base model replaces the default, and its later stages keep their text encoder."""
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from transformers import CLIPTextModel
+
+from vidiff.pipelines.cascade import load_stage, read_cascade
+from vidiff.pipelines.text_to_video import TextToVideoPipeline
+
+SCRIPT = Path(__file__).parents[1] / "scripts" / "tiny_default" / "ship.py"
+
+
+def _ship_module():
+    spec = importlib.util.spec_from_file_location("ship", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(folder / "text_encoder" / "model.safetensors")
+
+
+def test_a_new_text_encoder_leaves_each_stage_the_one_it_was_trained_with(tiny_video_folder, tmp_path, monkeypatch):
+    # the current default: a video model with an interpolation stage that has no text encoder of its own
+    current = tmp_path / "default-model"
+    shutil.copytree(tiny_video_folder, current)
+    shutil.copytree(tiny_video_folder / "unet", current / "interpolation" / "unet")
+    (current / "cascade.json").write_text(json.dumps({"interpolation": {"path": "interpolation", "factor": 4}}))
+    old = _weights(current)
+
+    # a new base model whose text encoder was trained further
+    new = tmp_path / "new-model"
+    shutil.copytree(tiny_video_folder, new)
+    encoder = CLIPTextModel.from_pretrained(new / "text_encoder")
+    with torch.no_grad():
+        for param in encoder.parameters():
+            param.add_(0.01)
+    encoder.save_pretrained(new / "text_encoder")
+
+    ship = _ship_module()
+    monkeypatch.setattr(ship, "DEFAULT_MODEL_DIR", current)
+    monkeypatch.setattr(ship, "MAX_BYTES", 10**9)  # the test model is SD-shaped, not the shipped size
+    ship.main([str(new), "--note", "test"])
+
+    # the base now conditions with the new encoder, the stage with the old one, also when loaded for sampling
+    for key, value in _weights(new).items():
+        torch.testing.assert_close(_weights(current)[key], value, rtol=0, atol=0)
+    stage = read_cascade(current)["interpolation"]
+    for key, value in old.items():
+        torch.testing.assert_close(_weights(stage.path)[key], value, rtol=0, atol=0)
+    pipe = load_stage(current, stage, TextToVideoPipeline, torch.device("cpu"), torch.float32)
+    loaded = pipe.text_encoder.state_dict()
+    for key, value in old.items():
+        torch.testing.assert_close(loaded[key], value, rtol=0, atol=0)
+    assert not torch.equal(loaded[key], _weights(current)[key])
+
+    # shipping a base with the same text encoder again adds nothing and keeps the stage's own encoder
+    ship.main([str(new)])
+    for key, value in old.items():
+        torch.testing.assert_close(_weights(stage.path)[key], value, rtol=0, atol=0)
+
+
+def test_an_unchanged_text_encoder_gives_the_stages_none_of_their_own(tiny_video_folder, tmp_path, monkeypatch):
+    current = tmp_path / "default-model"
+    shutil.copytree(tiny_video_folder, current)
+    shutil.copytree(tiny_video_folder / "unet", current / "interpolation" / "unet")
+    (current / "cascade.json").write_text(json.dumps({"interpolation": {"path": "interpolation", "factor": 4}}))
+    ship = _ship_module()
+    monkeypatch.setattr(ship, "DEFAULT_MODEL_DIR", current)
+    monkeypatch.setattr(ship, "MAX_BYTES", 10**9)  # the test model is SD-shaped, not the shipped size
+    ship.main([str(tiny_video_folder)])
+    assert (current / "interpolation" / "unet" / "config.json").is_file()
+    assert not (current / "interpolation" / "text_encoder").exists()
