@@ -367,3 +367,53 @@ def test_the_objective_follows_the_scheduler_prediction_type(prediction_type, mo
     target = {"epsilon": noise, "v_prediction": scheduler.get_velocity(latents, noise, timesteps),
               "sample": latents}[prediction_type]
     torch.testing.assert_close(loss, target.square().mean())
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_velocity_loss_weighting_equals_the_mse_of_the_implied_v(prediction_type, monkeypatch):
+    """Whatever the model predicts, loss_weighting=velocity gives the MSE between the v it implies and the true v
+    (computed here in float64 from the same draws)."""
+    from diffusers import DDPMScheduler
+
+    from vidiff.tiny import make_scheduler
+
+    scheduler = DDPMScheduler.from_config(make_scheduler().config, prediction_type=prediction_type)  # SD's betas
+    batch = {"mean": torch.randn(8, 4, 3, 4, 4), "std": torch.full((8, 4, 3, 4, 4), 0.1), "caption": ["a"] * 8}
+    prediction = torch.randn(8, 4, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+
+    class FixedUNet(torch.nn.Module):
+        def forward(self, x, t, text):
+            return type("Out", (), {"sample": prediction})()
+
+    class FakeVAE:
+        config = type("C", (), {"scaling_factor": 1.0})()
+
+    monkeypatch.setattr(trainer, "_encode", lambda *args: torch.zeros(8, 77, 8))
+    loss = trainer._loss(batch, FixedUNet(), FakeVAE(), None, None, scheduler, trainer.step_generator(0), 0.0,
+                         torch.device("cpu"), loss_weighting="velocity")
+
+    generator = trainer.step_generator(0)
+    x0 = (batch["mean"] + batch["std"] * torch.randn(batch["mean"].shape, generator=generator)).double()
+    torch.rand(8, generator=generator)
+    noise = torch.randn(x0.shape, generator=generator).double()
+    timesteps = torch.randint(0, 1000, (8,), generator=generator)
+    a = scheduler.alphas_cumprod[timesteps].double().view(-1, 1, 1, 1, 1)
+    noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    guess = prediction.double()
+    if prediction_type == "epsilon":
+        x0_guess = (noisy - (1 - a).sqrt() * guess) / a.sqrt()
+        v_guess = a.sqrt() * guess - (1 - a).sqrt() * x0_guess
+    elif prediction_type == "sample":
+        noise_guess = (noisy - a.sqrt() * guess) / (1 - a).sqrt()
+        v_guess = a.sqrt() * noise_guess - (1 - a).sqrt() * guess
+    else:
+        v_guess = guess
+    v = a.sqrt() * noise - (1 - a).sqrt() * x0
+    expected = (v_guess - v).square().mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+    plain = trainer._loss(batch, FixedUNet(), FakeVAE(), None, None, scheduler, trainer.step_generator(0), 0.0,
+                          torch.device("cpu"))
+    if prediction_type == "epsilon":  # the noisy steps weigh far more than in the plain MSE
+        assert loss > 2 * plain
+    with pytest.raises(ValueError, match="loss_weighting"):
+        TrainConfig(model="m", data="d", loss_weighting="snr").check()

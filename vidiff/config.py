@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar("T")
+LOSS_WEIGHTINGS = ("none", "velocity")  # TrainConfig.loss_weighting
 
 
 @dataclass
@@ -30,6 +31,10 @@ class TrainConfig:
     # share of samples whose timestep is drawn from the noisiest 10 % of the schedule instead of all of it (like
     # diffusers' timestep_bias_strategy="later"): where a clip's layout must come from the caption, not the noise
     high_noise_fraction: float = 0.0
+    # none: plain MSE on the model's prediction target. velocity: each sample's MSE rescaled to that of the v-target
+    # it implies (Salimans & Ho 2022), whatever the model predicts: for epsilon x 1 / alpha_bar_t, which is ~200 at
+    # SD's t = 999. Epsilon's plain MSE hardly weighs the noisiest steps, where the caption must set the layout
+    loss_weighting: str = "none"
     # generate: text-to-video. interpolate: Make-A-Video's masked-frame model, learnt by hiding frames; a base video
     # model is widened on load (vidiff.models.interpolation), so use trainable: all (its new inputs must learn)
     task: str = "generate"
@@ -109,6 +114,8 @@ class TrainConfig:
             raise ValueError(f"conv_in_lr_scale={self.conv_in_lr_scale} must be positive")
         if not 0 <= self.extrapolate_fraction <= 1:
             raise ValueError(f"extrapolate_fraction={self.extrapolate_fraction} must be within 0..1")
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"loss_weighting={self.loss_weighting!r} must be one of {', '.join(LOSS_WEIGHTINGS)}")
         if not 0 <= self.high_noise_fraction <= 1:
             raise ValueError(f"high_noise_fraction={self.high_noise_fraction} must be within 0..1")
         for key in ("model", "data"):

@@ -206,7 +206,7 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
                 loss = _loss(batch, unet, vae, text_encoder, tokenizer, noise_scheduler, generator,
                              config.caption_dropout, device, config.train_text_encoder, config.high_noise_fraction,
                              (config.keep_every, config.extrapolate_fraction) if config.task == "interpolate" else None,
-                             _Upscaling(pipe, config) if config.task == "upscale" else None)
+                             _Upscaling(pipe, config) if config.task == "upscale" else None, config.loss_weighting)
                 losses = accelerator.gather(loss.detach()[None])
                 if not torch.isfinite(losses).all():
                     raise TrainingDiverged(
@@ -307,7 +307,8 @@ class _Upscaling:
 
 
 def _loss(batch, unet, vae, text_encoder, tokenizer, noise_scheduler, generator, dropout, device,
-          train_text_encoder: bool = False, high_noise_fraction: float = 0.0, interpolation=None, upscaling=None):
+          train_text_encoder: bool = False, high_noise_fraction: float = 0.0, interpolation=None, upscaling=None,
+          loss_weighting: str = "none"):
     """Diffusion loss for one batch of clips: (b, c, f, h, w) pixels or cached latent statistics.
 
     interpolation: (keep_every, extrapolate_fraction) to train a masked-frame model: each clip gets a mask of known
@@ -315,6 +316,7 @@ def _loss(batch, unet, vae, text_encoder, tokenizer, noise_scheduler, generator,
     upscaling: a `_Upscaling` to train a super-resolution model: the U-Net reads the noisy latents with the
     degraded low-resolution clip beside them and the low-res noise level as its class label; a residual model's
     latents are those of the clip minus those of the degraded clip's bicubic upsample.
+    loss_weighting: "velocity" rescales each sample's MSE to the v-target's (`velocity_weights`).
     """
     with torch.no_grad():
         if "video" in batch:
@@ -351,7 +353,25 @@ def _loss(batch, unet, vae, text_encoder, tokenizer, noise_scheduler, generator,
         target = noise
     extra = {} if labels is None else {"class_labels": labels}  # the upscaler's noise level
     prediction = unet(noisy, timesteps, texts, **extra).sample
-    return F.mse_loss(prediction.float(), target.float())
+    if loss_weighting == "none":
+        return F.mse_loss(prediction.float(), target.float())
+    errors = F.mse_loss(prediction.float(), target.float(), reduction="none").flatten(1).mean(dim=1)  # (b,)
+    return (errors * velocity_weights(noise_scheduler, timesteps)).mean()
+
+
+def velocity_weights(noise_scheduler, timesteps: torch.Tensor) -> torch.Tensor:
+    """Per-sample factors that turn the squared error of the scheduler's prediction target into that of the
+    v-target it implies (v = sqrt(a) eps - sqrt(1 - a) x0, a = alpha_bar_t; Salimans & Ho 2022). For a fixed noisy
+    input, an error d in epsilon means an error d / sqrt(a) in v, and an error d in x0 one d / sqrt(1 - a): the
+    factors are 1 / a, 1 / (1 - a) and 1 for v itself. With epsilon at SD's t = 999 that is ~213, at t = 0 ~1.
+    They are capped at 1,000: with zero terminal SNR, epsilon at the last step (a = 0) says nothing about v."""
+    alpha_bar = noise_scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float().clamp(1e-3, 1 - 1e-3)
+    prediction_type = noise_scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        return 1 / alpha_bar
+    if prediction_type == "sample":
+        return 1 / (1 - alpha_bar)
+    return torch.ones_like(alpha_bar)
 
 
 def _known_frames(count: int, num_frames: int, keep_every: list[int], extrapolate_fraction: float,
