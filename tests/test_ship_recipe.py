@@ -1,4 +1,5 @@
-"""scripts/tiny_default/ship.py: a new base model replaces the default, and its later stages keep their text encoder."""
+"""scripts/tiny_default/ship.py: a new base model replaces the default; its later stages keep their text encoder
+and scheduler."""
 
 import importlib.util
 import json
@@ -26,7 +27,7 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(folder / "text_encoder" / "model.safetensors")
 
 
-def test_a_new_text_encoder_leaves_each_stage_the_one_it_was_trained_with(tiny_video_folder, tmp_path, monkeypatch):
+def test_a_new_text_encoder_and_scheduler_leave_each_stage_the_ones_it_was_trained_with(tiny_video_folder, tmp_path, monkeypatch):
     # the current default: a video model with an interpolation stage that has no text encoder of its own
     current = tmp_path / "default-model"
     shutil.copytree(tiny_video_folder, current)
@@ -42,6 +43,8 @@ def test_a_new_text_encoder_leaves_each_stage_the_one_it_was_trained_with(tiny_v
         for param in encoder.parameters():
             param.add_(0.01)
     encoder.save_pretrained(new / "text_encoder")
+    config = json.loads((new / "scheduler" / "scheduler_config.json").read_text())
+    (new / "scheduler" / "scheduler_config.json").write_text(json.dumps({**config, "prediction_type": "v_prediction"}))
 
     ship = _ship_module()
     monkeypatch.setattr(ship, "DEFAULT_MODEL_DIR", current)
@@ -60,13 +63,16 @@ def test_a_new_text_encoder_leaves_each_stage_the_one_it_was_trained_with(tiny_v
         torch.testing.assert_close(loaded[key], value, rtol=0, atol=0)
     assert not torch.equal(loaded[key], _weights(current)[key])
 
+    assert pipe.scheduler.config.prediction_type == "epsilon"  # the stage samples as it was trained
+    assert json.loads((current / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == "v_prediction"
+
     # shipping a base with the same text encoder again adds nothing and keeps the stage's own encoder
     ship.main([str(new)])
     for key, value in old.items():
         torch.testing.assert_close(_weights(stage.path)[key], value, rtol=0, atol=0)
 
 
-def test_an_unchanged_text_encoder_gives_the_stages_none_of_their_own(tiny_video_folder, tmp_path, monkeypatch):
+def test_an_unchanged_text_encoder_and_scheduler_give_the_stages_none_of_their_own(tiny_video_folder, tmp_path, monkeypatch):
     current = tmp_path / "default-model"
     shutil.copytree(tiny_video_folder, current)
     shutil.copytree(tiny_video_folder / "unet", current / "interpolation" / "unet")
@@ -77,3 +83,4 @@ def test_an_unchanged_text_encoder_gives_the_stages_none_of_their_own(tiny_video
     ship.main([str(tiny_video_folder)])
     assert (current / "interpolation" / "unet" / "config.json").is_file()
     assert not (current / "interpolation" / "text_encoder").exists()
+    assert not (current / "interpolation" / "scheduler").exists()

@@ -6,9 +6,9 @@ Writes the model folder plus `sampling.json` (the guidance scale the model sampl
 generate` and `vidiff eval` use when no --guidance is given) and `provenance.json` (where it came from, its
 evaluation when given). Built beside the destination and renamed into place. Refuses more than 30 MB of weights.
 
-The default's later stages (interpolation, upscale; `ship_stage.py`) stay. A stage conditions on the text encoder
-it was trained with: when the new model's text encoder differs from the one shipped now, each stage folder that has
-none of its own gets a copy of the current one (the cascade loads a stage's own components before the base's).
+The default's later stages (interpolation, upscale; `ship_stage.py`) stay, with the text encoder and scheduler
+they were trained with: where the new model's differ from those shipped now, each stage folder that has none of its
+own gets a copy of the current ones (the cascade loads a stage's own components before the base's).
 """
 
 import argparse
@@ -25,10 +25,20 @@ from vidiff.pipelines.generate import DEFAULT_MODEL_DIR, SAMPLING_FILE
 MAX_BYTES = 30_000_000  # the issue's cap on the shipped weights
 
 
-def text_encoder_changes(new: Path, current: Path) -> bool:
-    """Whether the text encoder weights of model folder `new` differ from those of `current`."""
-    old = current / "text_encoder" / "model.safetensors"
-    return old.is_file() and not filecmp.cmp(new / "text_encoder" / "model.safetensors", old, shallow=False)
+STAGE_KEEPS = ("text_encoder", "scheduler")  # components a stage keeps when a new base model changes them
+
+
+def component_changes(new: Path, current: Path, name: str) -> bool:
+    """Whether model folder `new`'s text encoder weights, or its scheduler settings, differ from `current`'s."""
+    if name == "scheduler":
+        def settings(folder: Path) -> dict:
+            path = folder / "scheduler" / "scheduler_config.json"
+            config = json.loads(path.read_text()) if path.is_file() else {}
+            return {k: v for k, v in config.items() if k != "_diffusers_version"}
+
+        return settings(current) != {} and settings(new) != settings(current)
+    old = current / name / "model.safetensors"
+    return old.is_file() and not filecmp.cmp(new / name / "model.safetensors", old, shallow=False)
 
 
 def main(argv=None) -> Path:
@@ -54,9 +64,10 @@ def main(argv=None) -> Path:
         (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
         for stage in read_cascade(DEFAULT_MODEL_DIR).values():  # later stages (ship_stage.py) stay
             shutil.copytree(stage.path, tmp / stage.path.name)
-            if not (stage.path / "text_encoder").is_dir() and text_encoder_changes(args.model, DEFAULT_MODEL_DIR):
-                shutil.copytree(DEFAULT_MODEL_DIR / "text_encoder", tmp / stage.path.name / "text_encoder")
-                print(f"stage {stage.name} keeps the text encoder it was trained with")
+            for name in STAGE_KEEPS:
+                if not (stage.path / name).is_dir() and component_changes(args.model, DEFAULT_MODEL_DIR, name):
+                    shutil.copytree(DEFAULT_MODEL_DIR / name, tmp / stage.path.name / name)
+                    print(f"stage {stage.name} keeps the {name} it was trained with")
         if (DEFAULT_MODEL_DIR / CASCADE_FILE).is_file():
             shutil.copy2(DEFAULT_MODEL_DIR / CASCADE_FILE, tmp / CASCADE_FILE)
     print(f"shipped {args.model} ({weights / 1e6:.1f} MB of weights) to {DEFAULT_MODEL_DIR}")

@@ -71,7 +71,10 @@ def main(argv=None) -> Path:
     if not (video_model / "model_index.json").is_file():
         inflate_model_folder(args.image_model, video_model, overwrite=True, max_frames=16,
                              temporal_num_attention_heads=8)
-    motion = run_phase("tiny_default_temporal.yaml", video_model, clips, work / "temporal-a", args.resume,
+    switched = work / "video-model-init-v"
+    if not (switched / "model_index.json").is_file():
+        zero_terminal_snr_copy(video_model, switched)
+    motion = run_phase("tiny_default_temporal.yaml", switched, clips, work / "temporal-a", args.resume,
                        args.overrides)
     if not args.text_phase:
         return motion
