@@ -10,7 +10,8 @@ trainer. Only training combinations are written; held-out ones never are.
   phase 2, with --text-phase (configs/train/tiny_default_text.yaml): zero-terminal-SNR v-prediction schedule, text
       encoder trainable                                                              -> WORK/temporal-c/model
       (an experiment to make the clip's direction follow the caption; it did not, see README.md)
-`--resume` continues the phase that was interrupted.
+`--zero-snr` runs phase 1 itself on that schedule (an experiment; it did not work either). `--resume` continues
+the phase that was interrupted.
 """
 
 import argparse
@@ -58,6 +59,8 @@ def main(argv=None) -> Path:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--text-phase", action="store_true", help="also run phase 2 (experimental)")
+    parser.add_argument("--zero-snr", action="store_true",
+                        help="run phase 1 on the zero-terminal-SNR v-prediction schedule (experimental)")
     parser.add_argument("overrides", nargs="*", help="extra config overrides for both phases, key=value")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -71,10 +74,9 @@ def main(argv=None) -> Path:
     if not (video_model / "model_index.json").is_file():
         inflate_model_folder(args.image_model, video_model, overwrite=True, max_frames=16,
                              temporal_num_attention_heads=8)
-    switched = work / "video-model-init-v"
-    if not (switched / "model_index.json").is_file():
-        zero_terminal_snr_copy(video_model, switched)
-    motion = run_phase("tiny_default_temporal.yaml", switched, clips, work / "temporal-a", args.resume,
+    if args.zero_snr:  # an experiment (README.md): phase 1 itself on the zero-terminal-SNR v-prediction schedule
+        video_model = zero_terminal_snr_copy(video_model, work / "video-model-init-v")
+    motion = run_phase("tiny_default_temporal.yaml", video_model, clips, work / "temporal-a", args.resume,
                        args.overrides)
     if not args.text_phase:
         return motion
