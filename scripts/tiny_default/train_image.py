@@ -308,8 +308,9 @@ def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizer, 
     """Load weights, EMA and optimizer state in place; returns state.json. Fails if the model shape differs."""
     state = json.loads((path / "state.json").read_text())
     for key in RESUME_KEYS:
-        if state.get(key, RESUME_DEFAULTS.get(key)) != checkpoint_value(args, key):
-            value = ",".join(map(str, state[key])) if isinstance(state[key], list) else state[key]
+        stored = state.get(key, RESUME_DEFAULTS.get(key))
+        if stored != checkpoint_value(args, key):
+            value = ",".join(map(str, stored)) if isinstance(stored, list) else stored
             raise ValueError(f"{path} was trained with --{key.replace('_', '-')} {value}, not {getattr(args, key)}; "
                              "pass the same value to resume, or drop --resume to start over")
     weights = load_file(path / "weights.safetensors")
