@@ -9,7 +9,8 @@
 # default), ship-interpolation (adds it to the default's cascade.json) and interpolation-eval; then clips128 (the
 # 128-pixel shapes clips), upscale (makes and trains the 2x super-resolution stage), ship-upscale and upscale-eval.
 # image-words (named explicitly) is an experiment towards direction, not part of the shipped model: the image model
-# continued with the caption-word loss (README.md of this folder).
+# continued with the caption-word loss (README.md of this folder). temporal-direction (named explicitly, after
+# image-words) builds on it: zero-SNR phase 1 cut at step 1,500, then phases at the noisiest end of the schedule.
 # Seeds are fixed in each stage's script, so a rerun on the same device
 # repeats the run. Killed stages continue where they stopped (each resumes from its newest checkpoint).
 # Measured: on one H200, VAE 146 s, image model 362 s, temporal phase ~280 s, eval ~2 min. On the 2-core CPU
@@ -38,6 +39,9 @@ for stage in $stages; do
         --init-from "$work/image-model" --vae "$work/vae" --out "$work/image-words" \
         --metrics "$work/image-words_metrics.json" --steps 1000 --lr 3e-4 --word-loss 0.01 --seed 0 \
         --device "$device" --resume ;;
+    temporal-direction)  # experiment (named explicitly; needs image-words): the fourth direction attempt
+      [ -f "$work/temporal-d/model/model_index.json" ] || "$python" scripts/tiny_default/train_temporal.py \
+        --image-model "$work/image-words" --work "$work" --direction --threads 2 --resume ;;
     temporal)
       [ -f "$work/temporal-a/model/model_index.json" ] || "$python" scripts/tiny_default/train_temporal.py \
         --image-model "$work/image-model" --work "$work" --resume ;;
@@ -74,7 +78,7 @@ write_shapes_folder; write_shapes_folder(sys.argv[1], 394, size=128, seed=2, ext
     upscale-eval)  # the shipped stage against bicubic and independent noise (docs/upscale-eval)
       "$python" scripts/eval_upscale.py --clips-per-combo 4 --out docs/upscale-eval ;;
     *)
-      echo "unknown stage '$stage': use vae image image-words temporal eval ship interpolation ship-interpolation" \
+      echo "unknown stage '$stage': use vae image image-words temporal temporal-direction eval ship interpolation ship-interpolation" \
         "interpolation-eval clips128 upscale ship-upscale upscale-eval" >&2
       exit 2 ;;
   esac

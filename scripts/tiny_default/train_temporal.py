@@ -10,8 +10,13 @@ trainer. Only training combinations are written; held-out ones never are.
   phase 2, with --text-phase (configs/train/tiny_default_text.yaml): zero-terminal-SNR v-prediction schedule, text
       encoder trainable                                                              -> WORK/temporal-c/model
       (an experiment to make the clip's direction follow the caption; it did not, see README.md)
-`--zero-snr` runs phase 1 itself on that schedule (an experiment; it did not work either). `--resume` continues
-the phase that was interrupted.
+`--zero-snr` runs phase 1 itself on that schedule (an experiment; it did not work either). `--direction` (the
+fourth attempt, README.md; the first whose clips follow the direction word) runs phase 1 on that schedule too, takes
+its EMA weights at step 1,500, then trains where the caption alone decides the clip, the noisiest tenth of the
+schedule:                                                                            -> WORK/temporal-z/model
+  phase b: only there, 500 steps                                                     -> WORK/temporal-b/model
+  phase c: three quarters of each batch there, batch 8, lr 3e-4 constant, 1,000 steps -> WORK/temporal-d/model
+`--resume` continues the phase that was interrupted.
 """
 
 import argparse
@@ -24,11 +29,22 @@ import torch
 from vidiff.config import TrainConfig, load_config
 from vidiff.data.shapes import write_shapes_folder
 from vidiff.models.inflate import inflate_model_folder
-from vidiff.training.trainer import train
+from vidiff.models.video_unet import VideoUNet
+from vidiff.training.checkpoints import checkpoint_dir, load_checkpoint
+from vidiff.training.trainer import _save_model_folder, train
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
 # DDIM settings of phase 2: no signal left at the last timestep, which v-prediction can learn and sample from
 ZERO_TERMINAL_SNR = {"rescale_betas_zero_snr": True, "prediction_type": "v_prediction", "timestep_spacing": "trailing"}
+# --direction: phase 1 (2,000-step cosine) is cut at this step, then two phases at the noisiest end of the schedule,
+# as overrides of the phase-1 config. At t = 999 the zero-SNR input is pure noise, so only the caption can say where
+# the object starts and which way it goes; elsewhere the noisy clip itself shows it (measured: README.md).
+DIRECTION_PHASE1_STEPS = 1500
+DIRECTION_PHASES = (
+    ("temporal-b", ["high_noise_fraction=1.0", "max_steps=500"]),
+    ("temporal-d", ["high_noise_fraction=0.75", "max_steps=1000", "batch_size=8", "learning_rate=3e-4",
+                    "lr_scheduler=constant", "lr_warmup_steps=0"]),
+)
 
 
 def zero_terminal_snr_copy(model: Path, target: Path) -> Path:
@@ -41,14 +57,30 @@ def zero_terminal_snr_copy(model: Path, target: Path) -> Path:
     return target
 
 
-def run_phase(config_name: str, model: Path, clips: Path, output: Path, resume: bool, overrides: list[str]) -> Path:
-    """Train one phase unless its model folder exists; returns that folder."""
+def run_phase(config_name: str, model: Path, clips: Path, output: Path, resume: bool, overrides: list[str],
+              stop_after: int | None = None) -> Path:
+    """Train one phase unless its model folder exists; returns that folder. With `stop_after`, the phase ends at
+    that step and its model is that checkpoint's EMA weights (the learning-rate schedule stays the full run's)."""
     if (output / "model" / "model_index.json").is_file():
         return output / "model"
     config = load_config(TrainConfig, CONFIGS / config_name,
                          [f"model={model}", f"data={clips}", f"output={output}", *overrides])
-    print(train(config, resume=resume and (output / "checkpoints").is_dir()))
+    print(train(config, resume=resume and (output / "checkpoints").is_dir(), stop_after=stop_after))
+    if stop_after is not None:
+        checkpoint_model(model, checkpoint_dir(output, stop_after), output / "model")
     return output / "model"
+
+
+def checkpoint_model(model: Path, checkpoint: Path, target: Path) -> Path:
+    """The model folder `model` with its U-Net replaced by a checkpoint's EMA weights (every weight trained)."""
+    unet = VideoUNet.from_pretrained(model / "unet")
+    ema = load_checkpoint(checkpoint)["ema"]
+    names = {name for name, _ in unet.named_parameters()}
+    if ema is None or set(ema) != names:
+        raise ValueError(f"{checkpoint} does not hold EMA weights for every parameter of {model / 'unet'}")
+    unet.load_state_dict(ema, strict=False)
+    _save_model_folder(unet, model, target)
+    return target
 
 
 def main(argv=None) -> Path:
@@ -61,6 +93,8 @@ def main(argv=None) -> Path:
     parser.add_argument("--text-phase", action="store_true", help="also run phase 2 (experimental)")
     parser.add_argument("--zero-snr", action="store_true",
                         help="run phase 1 on the zero-terminal-SNR v-prediction schedule (experimental)")
+    parser.add_argument("--direction", action="store_true",
+                        help="zero-SNR phase 1 cut at step 1,500, then phases b and c at the noisiest end")
     parser.add_argument("overrides", nargs="*", help="extra config overrides for both phases, key=value")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -74,10 +108,16 @@ def main(argv=None) -> Path:
     if not (video_model / "model_index.json").is_file():
         inflate_model_folder(args.image_model, video_model, overwrite=True, max_frames=16,
                              temporal_num_attention_heads=8)
-    if args.zero_snr:  # an experiment (README.md): phase 1 itself on the zero-terminal-SNR v-prediction schedule
+    if args.zero_snr or args.direction:  # phase 1 itself on the zero-terminal-SNR v-prediction schedule
         video_model = zero_terminal_snr_copy(video_model, work / "video-model-init-v")
-    motion = run_phase("tiny_default_temporal.yaml", video_model, clips, work / "temporal-a", args.resume,
-                       args.overrides)
+    motion = run_phase("tiny_default_temporal.yaml", video_model, clips, work / ("temporal-z" if args.direction
+                       else "temporal-a"), args.resume, args.overrides,
+                       stop_after=DIRECTION_PHASE1_STEPS if args.direction else None)
+    if args.direction:
+        for name, phase in DIRECTION_PHASES:
+            motion = run_phase("tiny_default_temporal.yaml", motion, clips, work / name, args.resume,
+                               [*phase, *args.overrides])
+        return motion
     if not args.text_phase:
         return motion
     switched = zero_terminal_snr_copy(motion, work / "temporal-a-v")
