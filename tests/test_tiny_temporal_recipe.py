@@ -47,6 +47,7 @@ def test_a_phase_cut_short_becomes_its_checkpoints_ema_model(tiny_video_folder, 
 
     from vidiff.data.shapes import caption, render_clip
     from vidiff.io.video import write_video
+    from vidiff.models.temporal import temporal_named_parameters
     from vidiff.models.video_unet import VideoUNet
     from vidiff.training.checkpoints import checkpoint_dir
 
@@ -74,6 +75,17 @@ def test_a_phase_cut_short_becomes_its_checkpoints_ema_model(tiny_video_folder, 
     assert recipe.run_phase("tiny_default_temporal.yaml", tiny_video_folder, clips, tmp_path / "phase", False,
                             tiny, stop_after=2) == model
     # a checkpoint without EMA weights cannot become a model
+    # a run that trained the temporal layers only: those come from its EMA, every other weight from the source
+    only = recipe.run_phase("tiny_default_temporal.yaml", tiny_video_folder, clips, tmp_path / "temporal", False,
+                            [*tiny, "trainable=temporal"], stop_after=2)
+    ema = load_file(checkpoint_dir(tmp_path / "temporal", 2) / "ema.safetensors")
+    unet = VideoUNet.from_pretrained(only / "unet")
+    saved = dict(unet.named_parameters())
+    assert set(ema) == {name for name, _ in temporal_named_parameters(unet)} and set(ema) < set(saved)
+    assert all(torch.equal(saved[name], ema[name]) for name in ema)
+    assert all(torch.equal(saved[name], before[name]) for name in saved if name not in ema)
+    assert any(not torch.equal(saved[name], before[name]) for name in ema)
+
     with pytest.raises(ValueError, match="EMA"):
         recipe.run_phase("tiny_default_temporal.yaml", tiny_video_folder, clips, tmp_path / "plain", False,
                          [*tiny, "ema=false"], stop_after=1)

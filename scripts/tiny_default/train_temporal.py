@@ -29,9 +29,8 @@ import torch
 from vidiff.config import TrainConfig, load_config
 from vidiff.data.shapes import write_shapes_folder
 from vidiff.models.inflate import inflate_model_folder
-from vidiff.models.video_unet import VideoUNet
-from vidiff.training.checkpoints import checkpoint_dir, load_checkpoint
-from vidiff.training.trainer import _save_model_folder, train
+from vidiff.training.checkpoints import checkpoint_dir
+from vidiff.training.trainer import checkpoint_model_folder, train
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
 # DDIM settings of phase 2: no signal left at the last timestep, which v-prediction can learn and sample from
@@ -67,20 +66,8 @@ def run_phase(config_name: str, model: Path, clips: Path, output: Path, resume: 
                          [f"model={model}", f"data={clips}", f"output={output}", *overrides])
     print(train(config, resume=resume and (output / "checkpoints").is_dir(), stop_after=stop_after))
     if stop_after is not None:
-        checkpoint_model(model, checkpoint_dir(output, stop_after), output / "model")
+        checkpoint_model_folder(checkpoint_dir(output, stop_after), model, output / "model")
     return output / "model"
-
-
-def checkpoint_model(model: Path, checkpoint: Path, target: Path) -> Path:
-    """The model folder `model` with its U-Net replaced by a checkpoint's EMA weights (every weight trained)."""
-    unet = VideoUNet.from_pretrained(model / "unet")
-    ema = load_checkpoint(checkpoint)["ema"]
-    names = {name for name, _ in unet.named_parameters()}
-    if ema is None or set(ema) != names:
-        raise ValueError(f"{checkpoint} does not hold EMA weights for every parameter of {model / 'unet'}")
-    unet.load_state_dict(ema, strict=False)
-    _save_model_folder(unet, model, target)
-    return target
 
 
 def main(argv=None) -> Path:

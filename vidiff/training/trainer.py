@@ -428,6 +428,24 @@ def _find_checkpoint(output: Path, resume: bool | str) -> Path | None:
     return Path(resume)
 
 
+def checkpoint_model_folder(checkpoint: Path, source: Path, target: Path) -> Path:
+    """A complete model folder from a checkpoint's EMA weights: `source`'s U-Net with the weights the run trained
+    replaced, and `source`'s other components; for runs cut short (`train(..., stop_after=N)`) or killed."""
+    from vidiff.models.video_unet import VideoUNet
+
+    unet = VideoUNet.from_pretrained(Path(source) / "unet")
+    ema = load_checkpoint(Path(checkpoint))["ema"]
+    names = {name for name, _ in unet.named_parameters()}
+    if not ema or not set(ema) <= names:
+        raise ValueError(f"{checkpoint} holds no EMA weights for the U-Net of {source} (trained with ema: false, "
+                         "or from another model)")
+    state = unet.state_dict()
+    state.update({name: value.to(state[name].dtype) for name, value in ema.items()})
+    unet.load_state_dict(state)  # strict: every key of the U-Net, the EMA's in place of the trained ones
+    _save_model_folder(unet, Path(source), Path(target))
+    return Path(target)
+
+
 def _save_model_folder(unet, source: Path, target: Path, text_encoder=None) -> None:
     """A complete video model folder: the trained U-Net (and text encoder, if it trained) plus the source model's
     other components."""
