@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import CLIPTextModel
@@ -84,3 +85,29 @@ def test_an_unchanged_text_encoder_and_scheduler_give_the_stages_none_of_their_o
     assert (current / "interpolation" / "unet" / "config.json").is_file()
     assert not (current / "interpolation" / "text_encoder").exists()
     assert not (current / "interpolation" / "scheduler").exists()
+
+
+def test_a_default_that_its_stages_take_over_the_cap_is_refused_and_the_current_one_kept(tiny_video_folder, tmp_path, monkeypatch):
+    current = tmp_path / "default-model"
+    shutil.copytree(tiny_video_folder, current)
+    shutil.copytree(tiny_video_folder / "unet", current / "interpolation" / "unet")
+    (current / "cascade.json").write_text(json.dumps({"interpolation": {"path": "interpolation", "factor": 4}}))
+    before = {p.relative_to(current): p.read_bytes() for p in current.rglob("*") if p.is_file()}
+    new = tmp_path / "new-model"
+    shutil.copytree(tiny_video_folder, new)
+    encoder = CLIPTextModel.from_pretrained(new / "text_encoder")
+    with torch.no_grad():
+        for param in encoder.parameters():
+            param.add_(0.01)
+    encoder.save_pretrained(new / "text_encoder")  # so the stage must keep a copy of the current one
+    base = sum(p.stat().st_size for p in new.glob("*/*.safetensors"))
+    stage = sum(p.stat().st_size for p in (current / "interpolation").rglob("*.safetensors"))
+
+    ship = _ship_module()
+    monkeypatch.setattr(ship, "DEFAULT_MODEL_DIR", current)
+    monkeypatch.setattr(ship, "MAX_BYTES", base + stage)  # the base and stage fit; the stage's kept copies do not
+    with pytest.raises(SystemExit, match="left as it was"):
+        ship.main([str(new)])
+    after = {p.relative_to(current): p.read_bytes() for p in current.rglob("*") if p.is_file()}
+    assert after == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no half-built folder left

@@ -4,7 +4,8 @@
 
 Writes the model folder plus `sampling.json` (the guidance scale the model samples best with, which `vidiff
 generate` and `vidiff eval` use when no --guidance is given) and `provenance.json` (where it came from, its
-evaluation when given). Built beside the destination and renamed into place. Refuses more than 30 MB of weights.
+evaluation when given). Built beside the destination and renamed into place. Refuses more than 30 MB of weights in
+the whole default model, stages included; the default already in place is then left as it was.
 
 The default's later stages (interpolation, upscale; `ship_stage.py`) stay, with the text encoder and scheduler
 they were trained with: where the new model's differ from those shipped now, each stage folder that has none of its
@@ -70,7 +71,12 @@ def main(argv=None) -> Path:
                     print(f"stage {stage.name} keeps the {name} it was trained with")
         if (DEFAULT_MODEL_DIR / CASCADE_FILE).is_file():
             shutil.copy2(DEFAULT_MODEL_DIR / CASCADE_FILE, tmp / CASCADE_FILE)
-    print(f"shipped {args.model} ({weights / 1e6:.1f} MB of weights) to {DEFAULT_MODEL_DIR}")
+        total = sum(p.stat().st_size for p in tmp.rglob("*.safetensors"))  # the stages and their copies too
+        if total > MAX_BYTES:
+            raise SystemExit(f"the default model would hold {total / 1e6:.1f} MB of weights with its stages, over "
+                             f"30 MB; {DEFAULT_MODEL_DIR} is left as it was")
+    print(f"shipped {args.model} ({weights / 1e6:.1f} MB of weights; {total / 1e6:.1f} MB with the stages) to "
+          f"{DEFAULT_MODEL_DIR}")
     return DEFAULT_MODEL_DIR
 
 
