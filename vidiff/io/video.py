@@ -48,8 +48,9 @@ _FFMPEG = {
     ".gif": dict(codec="gif", pix_fmt_out="pal8",
                  output_params=["-filter_complex", "split[a][b];[a]palettegen[p];[b][p]paletteuse", "-loop", "0"]),
 }
-_SUPPORTED = ("use .mp4, .gif, .webm, .mkv (lossless), or a path without a suffix (or ending in '/') for a folder of "
-              "PNG frames")
+WRITE_SUFFIXES = tuple(_FFMPEG)  # the file formats write_video writes; any other path is a folder of PNGs
+SUPPORTED_OUTPUTS = ("use .mp4, .gif, .webm, .mkv (lossless), or a path without a suffix (or ending in '/') for a "
+                     "folder of PNG frames")
 
 
 class VideoReadError(ValueError):
@@ -113,7 +114,7 @@ def _output_suffix(path: str | os.PathLike) -> str:
     if raw.endswith(("/", os.sep)) or suffix == "":
         return ""
     if suffix not in _FFMPEG:
-        raise ValueError(f"cannot write videos with extension {suffix!r} ({raw}); {_SUPPORTED}")
+        raise ValueError(f"cannot write videos with extension {suffix!r} ({raw}); {SUPPORTED_OUTPUTS}")
     return suffix
 
 

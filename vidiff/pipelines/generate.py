@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-VIDEO_SUFFIXES = (".mp4", ".gif", ".webm", ".mkv")
+from vidiff.io.video import SUPPORTED_OUTPUTS, WRITE_SUFFIXES
+
 SCHEDULER_NAMES = ("ddim", "dpm++", "euler")  # text_to_video.SCHEDULERS' keys, without importing diffusers
 DEFAULT_OUTPUT = "outputs/{slug}-{seed}.mp4"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default-model"
@@ -75,7 +76,7 @@ def assign_seeds_and_outputs(jobs: list[Job], output: str | None, base_seed: int
         base_seed = int(torch.randint(0, 2**31 - 1, ()).item())
     template = output or DEFAULT_OUTPUT
     if len(jobs) > 1 and "{" not in template:
-        if Path(template).suffix.lower() in VIDEO_SUFFIXES:
+        if Path(template).suffix.lower() in WRITE_SUFFIXES:
             raise ValueError(f"-o {template} names one file for {len(jobs)} prompts; give a folder or use {{index}}")
         template = str(Path(template) / "{index:03d}-{slug}.mp4")
     planned = []
@@ -93,9 +94,8 @@ def check_output(path: str | os.PathLike) -> None:
     """Refuse, before any work, an output whose format is unknown or whose folder cannot be written."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix and suffix not in VIDEO_SUFFIXES:
-        raise ValueError(f"unknown output format {suffix!r} in {path}; "
-                         "use .mp4, .gif, .webm, .mkv (lossless), or a folder for PNGs")
+    if suffix and suffix not in WRITE_SUFFIXES:
+        raise ValueError(f"unknown output format {suffix!r} in {path}; {SUPPORTED_OUTPUTS}")
     if suffix and path.is_dir():
         raise ValueError(f"output {path} is an existing folder, not a file")
     parent = path.parent if suffix else path
