@@ -4,24 +4,27 @@
 #   bash scripts/tiny_default/make_all.sh [WORK] [STAGE ...]      # WORK defaults to outputs/tiny-default
 #   DEVICE=cuda bash scripts/tiny_default/make_all.sh             # the same recipe on a GPU
 #
-# Stages: vae, image, temporal, eval (all four when none is named), and ship (copies the trained model into the
-# package as the default; named explicitly); then interpolation (trains the masked-frame stage from the shipped
-# default), ship-interpolation (adds it to the default's cascade.json) and interpolation-eval; then clips128 (the
-# 128-pixel shapes clips), upscale (makes and trains the 2x super-resolution stage), ship-upscale and upscale-eval.
-# image-words (named explicitly) is an experiment towards direction, not part of the shipped model: the image model
-# continued with the caption-word loss (README.md of this folder). temporal-direction (named explicitly, after
-# image-words) builds on it: zero-SNR phase 1 cut at step 1,500, then phases at the noisiest end of the schedule.
+# Stages: vae, image, image-words (the image model continued with the caption-word loss), temporal-direction
+# (inflated on the zero-SNR schedule, phase 1 cut at step 1,500, then phases at the noisiest end of the schedule),
+# eval (all five when none is named), and ship (copies the trained model into the package as the default; named
+# explicitly); then interpolation (trains the masked-frame stage from the shipped default), ship-interpolation
+# (adds it to the default's cascade.json) and interpolation-eval; then clips128 (the 128-pixel shapes clips),
+# upscale (makes and trains the 2x super-resolution stage), ship-upscale and upscale-eval. temporal (named
+# explicitly) is the first recipe, on the image model without caption words: the default shipped until 2026-11-23,
+# whose motion ignored the direction word. The shipped interpolation and upscale stages were trained from that
+# earlier default and keep its text encoder and scheduler (ship.py); rerun after the new default is shipped, the
+# interpolation stage starts from the new one instead.
 # Seeds are fixed in each stage's script, so a rerun on the same device
 # repeats the run. Killed stages continue where they stopped (each resumes from its newest checkpoint).
-# Measured: on one H200, VAE 146 s, image model 362 s, temporal phase ~280 s, eval ~2 min. On the 2-core CPU
-# (1 thread), VAE 37 min and image model 44 min in an earlier session; the temporal phase was not run end to end
-# there (a similar all-trainable setting ran at ~1 s/step: ~35 min for 2,000 steps). scripts/tiny_default/README.md
-# has the details.
+# Measured: on one H200, VAE 146 s, image model 362 s, the first recipe's temporal phase ~280 s. On the 2-core CPU
+# (1 thread), VAE 37 min and image model 44 min in an earlier session; image-words 878 s, and the three
+# temporal-direction phases ~17 min, 450 s and 1,219 s (2 threads), run one at a time, not chained; eval 49 min
+# with its baseline. scripts/tiny_default/README.md has the details.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 work=${1:-outputs/tiny-default}
 shift || true
-stages=${*:-vae image temporal eval}
+stages=${*:-vae image image-words temporal-direction eval}
 device=${DEVICE:-cpu}
 python=${PYTHON:-python}
 mkdir -p "$work"
@@ -34,24 +37,24 @@ for stage in $stages; do
     image)
       [ -f "$work/image-model/model_index.json" ] || "$python" scripts/tiny_default/train_image.py \
         --vae "$work/vae" --out "$work/image-model" --steps 4800 --seed 0 --width 32 --device "$device" --resume ;;
-    image-words)  # experiment (named explicitly): the image model continued with the caption-word loss
+    image-words)  # the image model continued with the caption-word loss
       [ -f "$work/image-words/model_index.json" ] || "$python" scripts/tiny_default/train_image.py \
         --init-from "$work/image-model" --vae "$work/vae" --out "$work/image-words" \
         --metrics "$work/image-words_metrics.json" --steps 1000 --lr 3e-4 --word-loss 0.01 --seed 0 \
         --device "$device" --resume ;;
-    temporal-direction)  # experiment (named explicitly; needs image-words): the fourth direction attempt
+    temporal-direction)  # needs image-words: the fourth direction attempt, the shipped default
       [ -f "$work/temporal-d/model/model_index.json" ] || "$python" scripts/tiny_default/train_temporal.py \
         --image-model "$work/image-words" --work "$work" --direction --threads 2 --resume ;;
-    temporal)
+    temporal)  # the first recipe (named explicitly), the default until 2026-11-23
       [ -f "$work/temporal-a/model/model_index.json" ] || "$python" scripts/tiny_default/train_temporal.py \
         --image-model "$work/image-model" --work "$work" --resume ;;
     eval)
       # the image model is best at low guidance (README of this folder); the video model is judged the same way
-      "$python" -m vidiff.cli eval --model "$work/temporal-a/model" --baseline "$work/image-model" \
+      "$python" -m vidiff.cli eval --model "$work/temporal-d/model" --baseline "$work/image-words" \
         --guidance 1.5 --clips-per-combo 8 --device "$device" --out "$work/eval" --no-progress ;;
     ship)
-      "$python" scripts/tiny_default/ship.py "$work/temporal-a/model" --guidance 1.5 --eval "$work/eval/eval.json" \
-        --note "scripts/tiny_default/make_all.sh, phase 1 of the temporal stage" ;;
+      "$python" scripts/tiny_default/ship.py "$work/temporal-d/model" --guidance 1.5 --eval "$work/eval/eval.json" \
+        --note "scripts/tiny_default/make_all.sh, temporal-direction (train_temporal.py --direction)" ;;
     interpolation)
       resume=$([ -d "$work/interp/checkpoints" ] && echo --resume || true)
       [ -f "$work/interp/model/model_index.json" ] || "$python" -m vidiff.cli train \
