@@ -28,6 +28,15 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(folder / "text_encoder" / "model.safetensors")
 
 
+def _train_text_encoder_further(folder: Path) -> None:
+    """Stand-in for a text encoder trained further: every weight of folder's encoder moved by 0.01."""
+    encoder = CLIPTextModel.from_pretrained(folder / "text_encoder")
+    with torch.no_grad():
+        for param in encoder.parameters():
+            param.add_(0.01)
+    encoder.save_pretrained(folder / "text_encoder")
+
+
 def test_a_new_text_encoder_and_scheduler_leave_each_stage_the_ones_it_was_trained_with(tiny_video_folder, tmp_path, monkeypatch):
     # the current default: a video model with an interpolation stage that has no text encoder of its own
     current = tmp_path / "default-model"
@@ -39,11 +48,7 @@ def test_a_new_text_encoder_and_scheduler_leave_each_stage_the_ones_it_was_train
     # a new base model whose text encoder was trained further
     new = tmp_path / "new-model"
     shutil.copytree(tiny_video_folder, new)
-    encoder = CLIPTextModel.from_pretrained(new / "text_encoder")
-    with torch.no_grad():
-        for param in encoder.parameters():
-            param.add_(0.01)
-    encoder.save_pretrained(new / "text_encoder")
+    _train_text_encoder_further(new)
     config = json.loads((new / "scheduler" / "scheduler_config.json").read_text())
     (new / "scheduler" / "scheduler_config.json").write_text(json.dumps({**config, "prediction_type": "v_prediction"}))
 
@@ -95,11 +100,7 @@ def test_a_default_that_its_stages_take_over_the_cap_is_refused_and_the_current_
     before = {p.relative_to(current): p.read_bytes() for p in current.rglob("*") if p.is_file()}
     new = tmp_path / "new-model"
     shutil.copytree(tiny_video_folder, new)
-    encoder = CLIPTextModel.from_pretrained(new / "text_encoder")
-    with torch.no_grad():
-        for param in encoder.parameters():
-            param.add_(0.01)
-    encoder.save_pretrained(new / "text_encoder")  # so the stage must keep a copy of the current one
+    _train_text_encoder_further(new)  # so the stage must keep a copy of the current one
     base = sum(p.stat().st_size for p in new.glob("*/*.safetensors"))
     stage = sum(p.stat().st_size for p in (current / "interpolation").rglob("*.safetensors"))
 
