@@ -5,7 +5,8 @@
 #   DEVICE=cuda bash scripts/tiny_default/make_all.sh             # the same recipe on a GPU
 #
 # Stages: vae, image, image-words (the image model continued with the caption-word loss), temporal-direction
-# (inflated on the zero-SNR schedule, phase 1 cut at step 1,500, then phases at the noisiest end of the schedule),
+# (inflated on the zero-SNR schedule, phase 1 cut at step 1,500, phases at the noisiest end of the schedule, then
+# 250 steps over all of it),
 # eval (all five when none is named), and ship (copies the trained model into the package as the default; named
 # explicitly); then interpolation (trains the masked-frame stage from the shipped default), ship-interpolation
 # (adds it to the default's cascade.json) and interpolation-eval; then clips128 (the 128-pixel shapes clips),
@@ -18,7 +19,7 @@
 # repeats the run. Killed stages continue where they stopped (each resumes from its newest checkpoint).
 # Measured: on one H200, VAE 146 s, image model 362 s, the first recipe's temporal phase ~280 s. On the 2-core CPU
 # (1 thread), VAE 37 min and image model 44 min in an earlier session; image-words 878 s, and the three
-# temporal-direction phases ~17 min, 450 s and 1,219 s (2 threads), run one at a time, not chained; eval 49 min
+# temporal-direction phases ~17 min, 450 s, 1,219 s and 211 s (2 threads), run one at a time, not chained; eval 49 min
 # with its baseline. scripts/tiny_default/README.md has the details.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -43,17 +44,17 @@ for stage in $stages; do
         --metrics "$work/image-words_metrics.json" --steps 1000 --lr 3e-4 --word-loss 0.01 --seed 0 \
         --device "$device" --resume ;;
     temporal-direction)  # needs image-words: the fourth direction attempt, the shipped default
-      [ -f "$work/temporal-d/model/model_index.json" ] || "$python" scripts/tiny_default/train_temporal.py \
+      [ -f "$work/temporal-e/model/model_index.json" ] || "$python" scripts/tiny_default/train_temporal.py \
         --image-model "$work/image-words" --work "$work" --direction --threads 2 --resume ;;
     temporal)  # the first recipe (named explicitly), the default until 2026-11-23
       [ -f "$work/temporal-a/model/model_index.json" ] || "$python" scripts/tiny_default/train_temporal.py \
         --image-model "$work/image-model" --work "$work" --resume ;;
     eval)
       # the image model is best at low guidance (README of this folder); the video model is judged the same way
-      "$python" -m vidiff.cli eval --model "$work/temporal-d/model" --baseline "$work/image-words" \
+      "$python" -m vidiff.cli eval --model "$work/temporal-e/model" --baseline "$work/image-words" \
         --guidance 1.5 --clips-per-combo 8 --device "$device" --out "$work/eval" --no-progress ;;
     ship)
-      "$python" scripts/tiny_default/ship.py "$work/temporal-d/model" --guidance 1.5 --eval "$work/eval/eval.json" \
+      "$python" scripts/tiny_default/ship.py "$work/temporal-e/model" --guidance 1.5 --eval "$work/eval/eval.json" \
         --note "scripts/tiny_default/make_all.sh, temporal-direction (train_temporal.py --direction)" ;;
     interpolation)
       resume=$([ -d "$work/interp/checkpoints" ] && echo --resume || true)

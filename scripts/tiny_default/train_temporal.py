@@ -6,7 +6,7 @@
 What a user does with a real Stable Diffusion: inflate it, then train on a folder of videos through the public
 trainer. Only training combinations are written; held-out ones never are.
   phase 1 (configs/train/tiny_default_temporal.yaml): motion, everything trainable      -> WORK/temporal-a/model
-      (the shipped default model)
+      (the default model until 2026-11-23)
   phase 2, with --text-phase (configs/train/tiny_default_text.yaml): zero-terminal-SNR v-prediction schedule, text
       encoder trainable                                                              -> WORK/temporal-c/model
       (an experiment to make the clip's direction follow the caption; it did not, see README.md)
@@ -16,6 +16,9 @@ its EMA weights at step 1,500, then trains where the caption alone decides the c
 schedule:                                                                            -> WORK/temporal-z/model
   phase b: only there, 500 steps                                                     -> WORK/temporal-b/model
   phase c: three quarters of each batch there, batch 8, lr 3e-4 constant, 1,000 steps -> WORK/temporal-d/model
+then, since training at the noisy end made red squares round, over the whole schedule again:
+  phase e: timesteps uniform, batch 8, lr 1e-4 constant, 250 steps                    -> WORK/temporal-e/model
+      (the shipped default model)
 `--resume` continues the phase that was interrupted.
 """
 
@@ -43,6 +46,8 @@ DIRECTION_PHASES = (
     ("temporal-b", ["high_noise_fraction=1.0", "max_steps=500"]),
     ("temporal-d", ["high_noise_fraction=0.75", "max_steps=1000", "batch_size=8", "learning_rate=3e-4",
                     "lr_scheduler=constant", "lr_warmup_steps=0"]),
+    ("temporal-e", ["high_noise_fraction=0.0", "max_steps=250", "batch_size=8", "learning_rate=1e-4",
+                    "lr_scheduler=constant", "lr_warmup_steps=0", "checkpoint_every=125"]),
 )
 
 
