@@ -74,7 +74,6 @@ def test_a_phase_cut_short_becomes_its_checkpoints_ema_model(tiny_video_folder, 
     # the phase is done: a second call returns the folder without training
     assert recipe.run_phase("tiny_default_temporal.yaml", tiny_video_folder, clips, tmp_path / "phase", False,
                             tiny, stop_after=2) == model
-    # a checkpoint without EMA weights cannot become a model
     # a run that trained the temporal layers only: those come from its EMA, every other weight from the source
     only = recipe.run_phase("tiny_default_temporal.yaml", tiny_video_folder, clips, tmp_path / "temporal", False,
                             [*tiny, "trainable=temporal"], stop_after=2)
@@ -86,6 +85,7 @@ def test_a_phase_cut_short_becomes_its_checkpoints_ema_model(tiny_video_folder, 
     assert all(torch.equal(saved[name], before[name]) for name in saved if name not in ema)
     assert any(not torch.equal(saved[name], before[name]) for name in ema)
 
+    # a checkpoint without EMA weights cannot become a model
     with pytest.raises(ValueError, match="EMA"):
         recipe.run_phase("tiny_default_temporal.yaml", tiny_video_folder, clips, tmp_path / "plain", False,
                          [*tiny, "ema=false"], stop_after=1)

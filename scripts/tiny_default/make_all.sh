@@ -6,8 +6,7 @@
 #
 # Stages: vae, image, image-words (the image model continued with the caption-word loss), temporal-direction
 # (inflated on the zero-SNR schedule, phase 1 cut at step 1,500, phases at the noisiest end of the schedule, then
-# 250 steps over all of it),
-# eval (all five when none is named), and ship (copies the trained model into the package as the default; named
+# 250 steps over all of it), eval (all five when none is named), and ship (copies the trained model into the package as the default; named
 # explicitly); then interpolation (trains the masked-frame stage from the shipped default), ship-interpolation
 # (adds it to the default's cascade.json) and interpolation-eval; then clips128 (the 128-pixel shapes clips),
 # upscale (makes and trains the 2x super-resolution stage), ship-upscale and upscale-eval. temporal (named
@@ -18,9 +17,9 @@
 # Seeds are fixed in each stage's script, so a rerun on the same device
 # repeats the run. Killed stages continue where they stopped (each resumes from its newest checkpoint).
 # Measured: on one H200, VAE 146 s, image model 362 s, the first recipe's temporal phase ~280 s. On the 2-core CPU
-# (1 thread), VAE 37 min and image model 44 min in an earlier session; image-words 878 s, and the three
-# temporal-direction phases ~17 min, 450 s, 1,219 s and 211 s (2 threads), run one at a time, not chained; eval 49 min
-# with its baseline. scripts/tiny_default/README.md has the details.
+# (1 thread), VAE 37 min and image model 44 min in an earlier session; image-words 878 s, and the four
+# temporal-direction phases ~17 min, 450 s, 1,219 s and 211 s (2 threads), run one at a time, not chained; eval
+# 22 min plus 16 min for its baseline. scripts/tiny_default/README.md has the details.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 work=${1:-outputs/tiny-default}
