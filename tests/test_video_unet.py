@@ -244,7 +244,7 @@ def test_lean_temporal_block_equals_diffusers_basic_transformer_block(memory_for
         h = block(h)
     reference = x + rearrange(attn.proj_out(h), "(b h w) f c -> (b f) c h w", h=4, w=6)
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
-    # training runs the same lean path: its gradients (the split GEGLU's included) equal diffusers' too
+    # training runs the same lean path: its gradients equal diffusers' too
     ours_grads = torch.autograd.grad(ours.square().sum(), list(attn.parameters()))
     reference_grads = torch.autograd.grad(reference.square().sum(), list(attn.parameters()))
     for ours_grad, reference_grad in zip(ours_grads, reference_grads):  # gradients reach ~1e4 here: scaled atol

@@ -1,7 +1,7 @@
 """The `vidiff` command line. It only parses arguments and calls the library.
 
 Exit codes: 0 success; 2 bad input (one line on stderr naming the problem, no traceback); 1 runtime failure.
-Heavy imports (torch, diffusers) happen inside the commands, so `--help` answers at once.
+Heavy imports (torch, diffusers) happen after the arguments are parsed, so `--help` answers at once.
 """
 
 from __future__ import annotations
@@ -13,6 +13,11 @@ from pathlib import Path
 
 # Errors that mean "the input is wrong": reported in one line with exit code 2.
 INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
+# What every command needs, imported up front by vidiff.process.import_quickly: diffusers and torch behind the
+# pipeline module, the CLIP text encoder every model folder holds, accelerate for devices.
+LIBRARIES = ["vidiff.pipelines.text_to_video", "transformers.models.clip.modeling_clip", "accelerate"]
+# Commands that sample and exit: they keep freed memory in the heap (vidiff.process.keep_freed_memory).
+SAMPLING_COMMANDS = ("generate", "interpolate", "upscale", "eval")
 
 
 def cmd_inflate(args: argparse.Namespace) -> int:
@@ -520,10 +525,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, program: bool = False) -> int:
+    """Run one command. `program`: this process is the `vidiff` program and ends after it (see run())."""
+    from vidiff.process import import_quickly, keep_freed_memory
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    if program and args.command in SAMPLING_COMMANDS:
+        keep_freed_memory()
     try:
+        import_quickly(LIBRARIES)
         return args.func(args)
     except INPUT_ERRORS as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -534,5 +545,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> int:
+    """The `vidiff` program (the console script, and `python -m vidiff.cli`): main() with the settings that suit a
+    process which ends after one command (vidiff.process), then an exit without the interpreter's last collection.
+    """
+    from vidiff.process import skip_exit_collection
+
+    code = main(program=True)
+    skip_exit_collection()
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())
