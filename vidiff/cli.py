@@ -11,10 +11,14 @@ import json
 import sys
 from pathlib import Path
 
+from vidiff.process import import_quickly
+
 # Errors that mean "the input is wrong": reported in one line with exit code 2.
 INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
-# What every command needs, imported up front by vidiff.process.import_quickly: diffusers and torch behind the
-# pipeline module, the CLIP text encoder every model folder holds, accelerate for devices.
+# Imported through vidiff.process.import_quickly (collector paused). CHECKS: torch, which the input checks need;
+# LIBRARIES, once the input is known to be good, before loading a model: diffusers behind the pipeline module, the
+# CLIP text encoder every model folder holds, accelerate. Bad input is answered before LIBRARIES, in seconds.
+CHECKS = ["vidiff.pipelines.generate", "vidiff.pipelines.cascade"]
 LIBRARIES = ["vidiff.pipelines.text_to_video", "transformers.models.clip.modeling_clip", "accelerate"]
 # Commands that sample and exit: they keep freed memory in the heap (vidiff.process.keep_freed_memory).
 SAMPLING_COMMANDS = ("generate", "interpolate", "upscale", "eval")
@@ -41,6 +45,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import time
 
     start = time.perf_counter()
+    import_quickly(CHECKS)
     from vidiff.pipelines import generate as gen
     from vidiff.pipelines.cascade import interpolation_stage, read_cascade, upscale_settings, upscaler_geometry
 
@@ -95,6 +100,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
 
     # 2. Load, then generate this process's share of the jobs
+    import_quickly(LIBRARIES)
     from accelerate import PartialState
 
     from vidiff.pipelines.text_to_video import TextToVideoPipeline
@@ -156,6 +162,7 @@ def cascade_stages(args, model, pipe, dtype, factor: int, scale: int, progress: 
 def cmd_interpolate(args: argparse.Namespace) -> int:
     import time
 
+    import_quickly(CHECKS)
     from vidiff.pipelines import generate as gen
 
     start = time.perf_counter()
@@ -181,6 +188,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     check_interpolation_inputs(frames, args.factor)
 
     # 2. Load and interpolate
+    import_quickly(LIBRARIES)
     device = gen.pick_device(args.device)
     pipe = load_interpolation(model, device, gen.pick_dtype("auto", device))
     pipe.set_progress_bar_config(disable=not args.progress)
@@ -205,6 +213,7 @@ def interpolation_sampling(model, args) -> dict:
 def cmd_upscale(args: argparse.Namespace) -> int:
     import time
 
+    import_quickly(CHECKS)
     from vidiff.pipelines import generate as gen
     from vidiff.pipelines.cascade import load_upscaler, upscale_settings, upscaler_geometry
 
@@ -228,6 +237,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                          "upscaler; resize or crop the video first")
 
     # 2. Load and upscale
+    import_quickly(LIBRARIES)
     device = gen.pick_device(args.device)
     pipe = load_upscaler(model, device, gen.pick_dtype("auto", device))
     pipe.set_progress_bar_config(disable=not args.progress)
@@ -262,6 +272,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = load_config(TrainConfig, args.config, args.overrides)
     config.check()
+    import_quickly(LIBRARIES)
     from vidiff.training.trainer import TrainingDiverged, train
 
     try:
@@ -275,6 +286,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    import_quickly(CHECKS)
     from vidiff.eval import run
 
     from vidiff.pipelines.generate import DEFAULT_GUIDANCE, default_model, recommended_guidance
@@ -294,6 +306,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         run.check_image_model(args.baseline)
 
     # 2. Generate (or render) and judge
+    if not args.ground_truth or args.baseline:  # ground truth alone is rendered, no model is loaded
+        import_quickly(LIBRARIES)
     options = dict(clips_per_combo=args.clips_per_combo, split=args.split, num_frames=args.frames, seed=args.seed,
                    progress=args.progress)
     sampling = dict(steps=args.steps, guidance=args.guidance, batch_size=args.batch_size, device=args.device)
@@ -527,14 +541,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, program: bool = False) -> int:
     """Run one command. `program`: this process is the `vidiff` program and ends after it (see run())."""
-    from vidiff.process import import_quickly, keep_freed_memory
+    from vidiff.process import keep_freed_memory
 
     parser = build_parser()
     args = parser.parse_args(argv)
     if program and args.command in SAMPLING_COMMANDS:
         keep_freed_memory()
     try:
-        import_quickly(LIBRARIES)
         return args.func(args)
     except INPUT_ERRORS as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
