@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from vidiff.process import import_quickly
+from vidiff.process import import_quickly, keep_freed_memory, skip_exit_collection
 
 # Errors that mean "the input is wrong": reported in one line with exit code 2.
 INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
@@ -541,8 +541,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, program: bool = False) -> int:
     """Run one command. `program`: this process is the `vidiff` program and ends after it (see run())."""
-    from vidiff.process import keep_freed_memory
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if program and args.command in SAMPLING_COMMANDS:
@@ -562,8 +560,6 @@ def run() -> int:
     """The `vidiff` program (the console script, and `python -m vidiff.cli`): main() with the settings that suit a
     process which ends after one command (vidiff.process), then an exit without the interpreter's last collection.
     """
-    from vidiff.process import skip_exit_collection
-
     code = main(program=True)
     skip_exit_collection()
     return code
