@@ -8,7 +8,9 @@ Implementations, on identical shapes (frames, size, steps, guidance, DDIM):
 - with --ab, variants of vidiff that each change one speed setting, to measure it on this machine: vidiff-conv1d
   (the temporal conv as a Conv1d over copied `(b h w) c f` rows, as before), vidiff-channels-last and
   vidiff-contiguous (the U-Net's convolution layout forced) and, on CUDA, vidiff-cudnn-sdpa (cuDNN's attention
-  kernel first in SDPA's order).
+  kernel first in SDPA's order);
+- with --compile, vidiff-compiled and diffusers-animatediff-compiled: each U-Net through `torch.compile`
+  (inductor), so that compiled vidiff is also compared with a compiled peer.
 
 Reported: median time per denoising step (the U-Net on the guidance batch), median end-to-end time (decode
 included), peak memory (CUDA max allocated, or CPU RSS growth), each with the ratio to AnimateDiff, and the U-Net
@@ -36,7 +38,7 @@ import types
 from pathlib import Path
 
 import torch
-from diffusers import AnimateDiffPipeline, DDIMScheduler, MotionAdapter, UNet2DConditionModel, UNet3DConditionModel
+from diffusers import AnimateDiffPipeline, MotionAdapter, UNet2DConditionModel, UNet3DConditionModel
 from einops import rearrange
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
@@ -182,7 +184,7 @@ def step_fn(name, pipe, unet3d, args, device, dtype):
     context = functools.partial(sdpa_kernel, CUDNN_FIRST, set_priority=True) if name.endswith("cudnn-sdpa") \
         else contextlib.nullcontext
     model = unet3d if name == "diffusers-unet3d" else pipe.unet
-    if name == "diffusers-animatediff":
+    if name.startswith("diffusers-animatediff"):
         text = text.repeat_interleave(args.frames, dim=0)  # diffusers >= 0.31 takes text per frame
 
     def run():
@@ -222,18 +224,32 @@ def compiled_pipeline(pipe, args, device, dtype):
     compiled = copy.copy(pipe)
     compiled.unet = copy.deepcopy(pipe.unet)
     compiled.compile_unet()
-    eager_unet = compiled.unet._orig_mod
     latents, t, text = unet_inputs(pipe, args, device, dtype)
+    _warm_up_and_check("vidiff", compiled.unet, compiled.unet._orig_mod, (latents, t, text), dtype)
+    return compiled
+
+
+def compiled_animatediff(pipe, args, device, dtype):
+    """The peer compiled the same way: AnimateDiffPipeline with its UNetMotionModel through `torch.compile`."""
+    compiled = copy.copy(pipe)
+    compiled.unet = torch.compile(copy.deepcopy(pipe.unet))
+    latents, t, text = unet_inputs(pipe, args, device, dtype)
+    inputs = (latents, t, text.repeat_interleave(args.frames, dim=0))  # one text per frame, as the pipeline passes
+    _warm_up_and_check("AnimateDiff", compiled.unet, pipe.unet, inputs, dtype)
+    return compiled
+
+
+def _warm_up_and_check(label, compiled_unet, eager_unet, inputs, dtype) -> None:
+    """Compile (the first call) and stop unless the compiled output equals eager's within dtype tolerance."""
     with torch.no_grad():
         start = time.perf_counter()
-        out = compiled.unet(latents, t, text).sample
-        print(f"torch.compile warm-up: {time.perf_counter() - start:.0f} s", file=sys.stderr)
-        reference = eager_unet(latents, t, text).sample
+        out = compiled_unet(*inputs).sample
+        print(f"torch.compile warm-up ({label}): {time.perf_counter() - start:.0f} s", file=sys.stderr)
+        reference = eager_unet(*inputs).sample
     tolerance = 1e-4 if dtype == torch.float32 else 3e-2
     error = ((out - reference).abs().max() / reference.abs().max()).item()
     if error > tolerance:
-        raise SystemExit(f"compiled output differs from eager by {error:.2e} (relative), above {tolerance}")
-    return compiled
+        raise SystemExit(f"compiled {label} differs from eager by {error:.2e} (relative), above {tolerance}")
 
 
 def timed(fn, device, repeats: int, warmup: int) -> list[float]:
@@ -291,6 +307,8 @@ def main(argv=None) -> dict:
         pipe.set_progress_bar_config(disable=True)
     if args.compile:
         pipes["vidiff-compiled"] = compiled_pipeline(pipes["vidiff"], args, device, dtype)
+        pipes["diffusers-animatediff-compiled"] = compiled_animatediff(pipes["diffusers-animatediff"], args, device,
+                                                                       dtype)
     unet3d.to(device, dtype)
     names = [n for n in [*pipes, "diffusers-unet3d"] if n not in args.skip]
 
@@ -300,7 +318,12 @@ def main(argv=None) -> dict:
     for _ in range(args.repeats):
         for n in names:
             step_times[n] += timed(step_fns[n], device, 1, 0)
-    flops = {n: count_flops(step_fns[n]) for n in names}
+    # FLOPs of a compiled U-Net are counted on its eager original: running the compiled one under FlopCounterMode
+    # left it slower than eager for the rest of the process (0.138 -> 0.23 s a step, CPU, torch 2.13), which had
+    # slowed every compiled end-to-end run timed after the count (BENCHMARKS.md, run 8)
+    flops = {n: count_flops(step_fns[n] if not n.endswith("-compiled") else
+                            step_fn(n.removesuffix("-compiled"), pipes[n.removesuffix("-compiled")], unet3d, args,
+                                    device, dtype)) for n in names}
     step_memory = {}
     for n in names:
         with PeakMemory(device) as peak:
