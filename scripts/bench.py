@@ -321,9 +321,9 @@ def main(argv=None) -> dict:
     # FLOPs of a compiled U-Net are counted on its eager original: running the compiled one under FlopCounterMode
     # left it slower than eager for the rest of the process (0.138 -> 0.23 s a step, CPU, torch 2.13), which had
     # slowed every compiled end-to-end run timed after the count (BENCHMARKS.md, run 8)
-    flops = {n: count_flops(step_fns[n] if not n.endswith("-compiled") else
-                            step_fn(n.removesuffix("-compiled"), pipes[n.removesuffix("-compiled")], unet3d, args,
-                                    device, dtype)) for n in names}
+    eager = {n: n.removesuffix("-compiled") for n in names}
+    flops = {n: count_flops(step_fn(eager[n], pipes.get(eager[n], pipes["vidiff"]), unet3d, args, device, dtype))
+             for n in names}
     step_memory = {}
     for n in names:
         with PeakMemory(device) as peak:

@@ -23,8 +23,9 @@ def import_quickly(modules: list[str]) -> None:
     Those imports allocate millions of long-lived objects, and the collector, triggered again and again while they
     are created, walks all of them each time: pausing it took the imports `vidiff generate` needs from 9.2 s to
     7.2 s (medians of five processes each, interleaved, 2-core CPU). Freezing moves the objects out of the
-    collector's sight (`gc.freeze`), so the collections that sampling triggers later do not walk them either. Nothing is frozen when the modules were already imported
-    (as in a test session), so an earlier caller's garbage is never kept alive.
+    collector's sight (`gc.freeze`), so the collections that sampling triggers later do not walk them either.
+    Nothing is frozen when the modules were already imported (as in a test session), so an earlier caller's
+    garbage is never kept alive.
     """
     missing = [name for name in modules if name not in sys.modules]
     if not missing:

@@ -6,8 +6,8 @@
 #
 # Stages: vae, image, image-words (the image model continued with the caption-word loss), temporal-direction
 # (inflated on the zero-SNR schedule, phase 1 cut at step 1,500, phases at the noisiest end of the schedule, then
-# 250 steps over all of it), eval (all five when none is named), and ship (copies the trained model into the package as the default; named
-# explicitly); then interpolation (trains the masked-frame stage from the shipped default), ship-interpolation
+# 250 steps over all of it), eval (all five when none is named), and ship (copies the trained model into the
+# package as the default; named explicitly); then interpolation (trains the masked-frame stage from the shipped default), ship-interpolation
 # (adds it to the default's cascade.json) and interpolation-eval; then clips128 (the 128-pixel shapes clips),
 # upscale (makes and trains the 2x super-resolution stage), ship-upscale and upscale-eval. temporal (named
 # explicitly) is the first recipe, on the image model without caption words: the default shipped until 2026-11-23,

@@ -39,8 +39,9 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
 # DDIM settings of phase 2: no signal left at the last timestep, which v-prediction can learn and sample from
 ZERO_TERMINAL_SNR = {"rescale_betas_zero_snr": True, "prediction_type": "v_prediction", "timestep_spacing": "trailing"}
 # --direction: phase 1 (2,000-step cosine) is cut at this step, then two phases at the noisiest end of the schedule
-# and one over all of it, as overrides of the phase-1 config. At t = 999 the zero-SNR input is pure noise, so only the caption can say where
-# the object starts and which way it goes; elsewhere the noisy clip itself shows it (measured: README.md).
+# and one over all of it, as overrides of the phase-1 config. At t = 999 the zero-SNR input is pure noise, so only
+# the caption can say where the object starts and which way it goes; elsewhere the noisy clip itself shows it
+# (measured: README.md).
 DIRECTION_PHASE1_STEPS = 1500
 DIRECTION_PHASES = (
     ("temporal-b", ["high_noise_fraction=1.0", "max_steps=500"]),
@@ -86,8 +87,8 @@ def main(argv=None) -> Path:
     parser.add_argument("--zero-snr", action="store_true",
                         help="run phase 1 on the zero-terminal-SNR v-prediction schedule (experimental)")
     parser.add_argument("--direction", action="store_true",
-                        help="zero-SNR phase 1 cut at step 1,500, phases b and c at the noisiest end, then phase e over the "
-                             "whole schedule (the shipped default)")
+                        help="zero-SNR phase 1 cut at step 1,500, phases b and c at the noisiest end, then phase e "
+                             "over the whole schedule (the shipped default)")
     parser.add_argument("overrides", nargs="*", help="extra config overrides for both phases, key=value")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -49,8 +49,8 @@ _FFMPEG = {
                  output_params=["-filter_complex", "split[a][b];[a]palettegen[p];[b][p]paletteuse", "-loop", "0"]),
 }
 WRITE_SUFFIXES = tuple(_FFMPEG)  # the file formats write_video writes; any other path is a folder of PNGs
-SUPPORTED_OUTPUTS = (f"use {', '.join(s + (' (lossless)' if s == '.mkv' else '') for s in WRITE_SUFFIXES)}, or a path "
-                     "without a suffix (or ending in '/') for a folder of PNG frames")
+_LISTED = ", ".join(s + (" (lossless)" if s == ".mkv" else "") for s in WRITE_SUFFIXES)
+SUPPORTED_OUTPUTS = f"use {_LISTED}, or a path without a suffix (or ending in '/') for a folder of PNG frames"
 
 
 class VideoReadError(ValueError):
