@@ -322,6 +322,7 @@ def main(argv=None) -> dict:
     # left it slower than eager for the rest of the process (0.138 -> 0.23 s a step, CPU, torch 2.13), which had
     # slowed every compiled end-to-end run timed after the count (BENCHMARKS.md, run 8)
     eager = {n: n.removesuffix("-compiled") for n in names}
+    # diffusers-unet3d has no pipeline of its own; vidiff's supplies the text width of its inputs
     flops = {n: count_flops(step_fn(eager[n], pipes.get(eager[n], pipes["vidiff"]), unet3d, args, device, dtype))
              for n in names}
     step_memory = {}

@@ -1,5 +1,9 @@
 """The inflated video U-Net: identity at init, real frame mixing, freezing, round trips, frame limits."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from conftest import TINY_CONFIGS, frame_by_frame, randomize_temporal, tiny_unet2d, video_inputs
@@ -237,7 +241,6 @@ def test_lean_temporal_block_equals_diffusers_basic_transformer_block(memory_for
     assert ours.is_contiguous(memory_format=memory_format)  # the layout of the input, with no copy back
     # the same module run through diffusers' own block forward (from a contiguous copy of x: the textbook form's
     # GroupNorm backward on channels-last x is the crash that TemporalAttention.forward avoids)
-    from einops import rearrange
     clip = rearrange(x.contiguous(), "(b f) c h w -> b c f h w", f=5)
     h = attn.proj_in(rearrange(attn.norm(clip), "b c f h w -> (b h w) f c"))
     for block in attn.transformer_blocks:
@@ -358,10 +361,7 @@ def test_motion_only_training_backward_in_the_cpu_channels_last_layout():
     # Temporal-only training of a U-Net without temporal convs (AnimateDiff's structure): the first temporal
     # attention's input needs no gradient. On the CPU's channels-last layout torch's GroupNorm backward crashed the
     # process there (segfault), so this runs in a child: a crash fails this test, not the whole session.
-    import subprocess
-    import sys
-
     result = subprocess.run([sys.executable, "-c", MOTION_ONLY_BACKWARD], capture_output=True, text=True, timeout=600,
-                            env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, f"exit {result.returncode}: {result.stderr[-3000:]}"
     assert "gradients equal" in result.stdout

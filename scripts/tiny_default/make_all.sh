@@ -4,16 +4,16 @@
 #   bash scripts/tiny_default/make_all.sh [WORK] [STAGE ...]      # WORK defaults to outputs/tiny-default
 #   DEVICE=cuda bash scripts/tiny_default/make_all.sh             # the same recipe on a GPU
 #
-# Stages: vae, image, image-words (the image model continued with the caption-word loss), temporal-direction
-# (inflated on the zero-SNR schedule, phase 1 cut at step 1,500, phases at the noisiest end of the schedule, then
-# 250 steps over all of it), eval (all five when none is named), and ship (copies the trained model into the
-# package as the default; named explicitly); then interpolation (trains the masked-frame stage from the shipped default), ship-interpolation
-# (adds it to the default's cascade.json) and interpolation-eval; then clips128 (the 128-pixel shapes clips),
-# upscale (makes and trains the 2x super-resolution stage), ship-upscale and upscale-eval. temporal (named
-# explicitly) is the first recipe, on the image model without caption words: the default shipped until 2026-11-23,
-# whose motion ignored the direction word. The shipped interpolation and upscale stages were trained from that
-# earlier default and keep its text encoder and scheduler (ship.py); rerun after the new default is shipped, the
-# interpolation stage starts from the new one instead.
+# Stages: vae, image, image-words (the image model continued with the caption-word loss), temporal-direction (inflated
+# on the zero-SNR schedule, phase 1 cut at step 1,500, phases at the noisiest end of the schedule, then 250 steps over
+# all of it), eval (all five when none is named), and ship (copies the trained model into the package as the default;
+# named explicitly); then interpolation (trains the masked-frame stage from the shipped default), ship-interpolation
+# (adds it to the default's cascade.json) and interpolation-eval; then clips128 (the 128-pixel shapes clips), upscale
+# (makes and trains the 2x super-resolution stage), ship-upscale and upscale-eval. temporal (named explicitly) is the
+# first recipe, on the image model without caption words: the default shipped until 2026-11-23, whose motion ignored
+# the direction word. The shipped interpolation and upscale stages were trained from that earlier default and keep its
+# text encoder and scheduler (ship.py); rerun after the new default is shipped, the interpolation stage starts from
+# the new one instead.
 # Seeds are fixed in each stage's script, so a rerun on the same device
 # repeats the run. Killed stages continue where they stopped (each resumes from its newest checkpoint).
 # Measured: on one H200, VAE 146 s, image model 362 s, the first recipe's temporal phase ~280 s. On the 2-core CPU
