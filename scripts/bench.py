@@ -45,10 +45,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import vidiff
 from vidiff import inflate_unet
-from vidiff.models.configs import SD15_UNET
+from vidiff.testing.configs import SD15_UNET
 from vidiff.models.temporal import TemporalConv
 from vidiff.pipelines.text_to_video import TextToVideoPipeline
-from vidiff.tiny import make_scheduler, make_text_encoder, make_tokenizer, make_unet2d, make_vae
+from vidiff.testing.tiny import make_scheduler, make_text_encoder, make_tokenizer, make_unet2d, make_vae
 
 
 def build_components(size: str, seed: int = 0):

@@ -20,8 +20,8 @@ import torch
 
 from vidiff.config import TrainConfig
 from vidiff.data.shapes import write_shapes_folder
-from vidiff.models.inflate import inflate_model_folder
-from vidiff.tiny import make_tiny_sd
+from vidiff.models.inflate_folder import inflate_model_folder
+from vidiff.testing.tiny import make_tiny_sd
 from vidiff.training.trainer import train
 
 
@@ -40,8 +40,8 @@ def bench_sd15(args) -> list[dict]:
     from diffusers import DDPMScheduler, MotionAdapter, UNet2DConditionModel, UNetMotionModel
 
     from vidiff import inflate_unet
-    from vidiff.models.configs import SD15_UNET
-    from vidiff.tiny import make_text_encoder, make_tokenizer
+    from vidiff.testing.configs import SD15_UNET
+    from vidiff.testing.tiny import make_text_encoder, make_tokenizer
     from vidiff.models.temporal import temporal_parameters
     from vidiff.pipelines.text_to_video import set_conv_layout
     from vidiff.training.trainer import _loss, step_generator

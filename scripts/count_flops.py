@@ -13,7 +13,7 @@ from diffusers import UNet2DConditionModel
 from torch.utils.flop_counter import FlopCounterMode
 
 from vidiff import inflate_unet
-from vidiff.models.configs import SD15_UNET
+from vidiff.testing.configs import SD15_UNET
 
 
 def main() -> None:

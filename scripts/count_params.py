@@ -10,7 +10,7 @@ import torch
 from diffusers import UNet2DConditionModel
 
 from vidiff import inflate_unet
-from vidiff.models.configs import PRESETS
+from vidiff.testing.configs import PRESETS
 from vidiff.models.temporal import TemporalAttention, TemporalConv
 
 

@@ -27,7 +27,7 @@ from vidiff.data.shapes import clip_seed, combinations, render_clip
 from vidiff.eval.interpolation import BASELINE_FUNCTIONS, BASELINES, missing_frames, score_frames
 from vidiff.eval.judge import judge_clip
 from vidiff.pipelines.cascade import interpolation_settings, load_interpolation
-from vidiff.pipelines.generate import default_model
+from vidiff.model_folder import default_model
 from vidiff.pipelines.interpolate import interpolate
 
 METHODS = ("model", *BASELINES)

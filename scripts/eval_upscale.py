@@ -27,7 +27,7 @@ from vidiff.atomic import write_text
 from vidiff.data.shapes import clip_seed, combinations, render_clip
 from vidiff.eval.upscale import bicubic_frames, box_downsample, score_upscale
 from vidiff.pipelines.cascade import load_upscaler, upscale_settings
-from vidiff.pipelines.generate import default_model
+from vidiff.model_folder import default_model
 from vidiff.pipelines.upscale import upscale
 
 METHODS = ("model", "model, independent noise", "bicubic")

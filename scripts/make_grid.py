@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 
 from vidiff.data.shapes import caption, combinations
 from vidiff.io.video import write_video
-from vidiff.pipelines.generate import default_model, recommended_guidance
+from vidiff.model_folder import default_model, recommended_guidance
 from vidiff.pipelines.text_to_video import TextToVideoPipeline
 
 SEEN = [("red", "circle", "right"), ("blue", "square", "up"), ("green", "triangle", "left"),

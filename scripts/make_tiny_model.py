@@ -9,8 +9,8 @@ CPU with nothing downloaded. Its clips are noise: the weights are random.
 import sys
 from pathlib import Path
 
-from vidiff.models.inflate import inflate_model_folder
-from vidiff.tiny import make_tiny_sd
+from vidiff.models.inflate_folder import inflate_model_folder
+from vidiff.testing.tiny import make_tiny_sd
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "tiny-video")
 base = make_tiny_sd(out.parent / "tiny-sd")

@@ -10,7 +10,7 @@ import torch  # noqa: E402
 from diffusers import UNet2DConditionModel  # noqa: E402
 from einops import rearrange  # noqa: E402
 
-from vidiff.models.configs import SD15_UNET, SD21_UNET, X4_UPSCALER_UNET, scaled  # noqa: E402
+from vidiff.testing.configs import SD15_UNET, SD21_UNET, X4_UPSCALER_UNET, scaled  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("VIDIFF_TEST_THREADS", "1")))  # tiny ops: 1 thread avoids OpenMP spin-waits
 
@@ -70,7 +70,7 @@ def sd_unet2d():
 @pytest.fixture(scope="session")
 def tiny_sd_folder(tmp_path_factory):
     """A tiny text-to-image Stable Diffusion folder in diffusers layout, built once per test session."""
-    from vidiff.tiny import make_tiny_sd
+    from vidiff.testing.tiny import make_tiny_sd
 
     return make_tiny_sd(tmp_path_factory.mktemp("sd") / "tiny-sd")
 
@@ -78,6 +78,6 @@ def tiny_sd_folder(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_video_folder(tiny_sd_folder, tmp_path_factory):
     """The tiny SD folder inflated into a video model folder (identity temporal layers)."""
-    from vidiff.models.inflate import inflate_model_folder
+    from vidiff.models.inflate_folder import inflate_model_folder
 
     return inflate_model_folder(tiny_sd_folder, tmp_path_factory.mktemp("video") / "tiny-video", max_frames=16)

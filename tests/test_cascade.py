@@ -10,7 +10,7 @@ import torch
 from vidiff.cli import main
 from vidiff.data.shapes import render_clip
 from vidiff.io.video import read_video, sidecar_path, write_video
-from vidiff.models.inflate import inflate_model_folder
+from vidiff.models.inflate_folder import inflate_model_folder
 from vidiff.models.interpolation import widen_conv_in
 from vidiff.models.video_unet import VideoUNet
 from vidiff.pipelines.cascade import (
@@ -31,7 +31,7 @@ def cascade(tiny_video_folder, tmp_path_factory):
     base's 8x VAE (low-res frames folded by 4: 4 + 48 input channels)."""
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from vidiff.tiny import make_tiny_upscaler
+    from vidiff.testing.tiny import make_tiny_upscaler
 
     root = tmp_path_factory.mktemp("cascade")
     folder = root / "model"

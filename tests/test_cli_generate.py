@@ -191,7 +191,7 @@ def test_one_file_for_many_prompts_is_refused(tiny_video_folder, tmp_path, capsy
 
 
 def test_scheduler_names_checked_before_loading_match_the_pipeline():
-    from vidiff.pipelines.generate import SCHEDULER_NAMES
+    from vidiff.cli.jobs import SCHEDULER_NAMES
     from vidiff.pipelines.text_to_video import SCHEDULERS
 
     assert set(SCHEDULER_NAMES) == set(SCHEDULERS)

@@ -9,7 +9,7 @@ import torch
 from vidiff.cli import main
 from vidiff.eval.judge import judge_clip
 from vidiff.io.video import read_video
-from vidiff.pipelines.generate import DEFAULT_MODEL_DIR, default_model, recommended_guidance
+from vidiff.model_folder import DEFAULT_MODEL_DIR, default_model, recommended_guidance
 
 
 def test_the_default_model_ships_inside_the_package_under_30_mb():

@@ -9,7 +9,7 @@ import torch
 from diffusers import DDIMScheduler
 from einops import rearrange
 
-from vidiff.models.inflate import inflate_model_folder
+from vidiff.models.inflate_folder import inflate_model_folder
 from vidiff.models.pixel_codec import PixelShuffleCodec
 from vidiff.pipelines.cascade import load_stage, load_upscaler, read_cascade, upscale_settings, upscaler_geometry
 from vidiff.pipelines.text_to_video import TextToVideoPipeline
@@ -50,7 +50,7 @@ def codec_cascade(tiny_video_folder, tmp_path_factory):
     folder with its own model_index.json."""
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from vidiff.tiny import make_scheduler, make_tiny_upscaler
+    from vidiff.testing.tiny import make_scheduler, make_tiny_upscaler
 
     root = tmp_path_factory.mktemp("codec-cascade")
     folder = root / "model"

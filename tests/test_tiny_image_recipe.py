@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
-from vidiff.tiny import make_vae
+from vidiff.testing.tiny import make_vae
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "tiny_default" / "train_image.py"
 

@@ -255,9 +255,9 @@ def test_conv_in_lr_scale_speeds_up_only_conv_in(tiny_video_folder, video_folder
 
 def test_upscale_task_trains_an_upscaler_from_degraded_clips_and_saves_an_upscale_pipeline(video_folder, tmp_path):
     """A 2x upscaler sharing nothing with the base: x4-upscaler layout, 8x VAE, low-res folded by 4 (52 inputs)."""
-    from vidiff.models.inflate import inflate_model_folder
+    from vidiff.models.inflate_folder import inflate_model_folder
     from vidiff.pipelines.upscale import UpscalePipeline
-    from vidiff.tiny import make_tiny_upscaler, make_vae
+    from vidiff.testing.tiny import make_tiny_upscaler, make_vae
 
     image = make_tiny_upscaler(tmp_path / "x2", in_channels=52, vae=make_vae())
     video = inflate_model_folder(image, tmp_path / "x2-video", max_frames=8)
@@ -375,7 +375,7 @@ def test_velocity_loss_weighting_equals_the_mse_of_the_implied_v(prediction_type
     (computed here in float64 from the same draws)."""
     from diffusers import DDPMScheduler
 
-    from vidiff.tiny import make_scheduler
+    from vidiff.testing.tiny import make_scheduler
 
     scheduler = DDPMScheduler.from_config(make_scheduler().config, prediction_type=prediction_type)  # SD's betas
     batch = {"mean": torch.randn(8, 4, 3, 4, 4), "std": torch.full((8, 4, 3, 4, 4), 0.1), "caption": ["a"] * 8}

@@ -3,21 +3,13 @@
 import numpy as np
 import pytest
 import torch
+from conftest import frame_by_frame, randomize_temporal
 from diffusers import StableDiffusionUpscalePipeline
 
-from vidiff.models.inflate import inflate_model_folder
-from vidiff.pipelines.upscale import (
-    UpscalePipeline,
-    degrade,
-    fold_lowres,
-    lowres_fold,
-    upscale,
-    upscale_passes,
-    window_starts,
-)
-from vidiff.tiny import make_tiny_upscaler
-
-from conftest import frame_by_frame, randomize_temporal
+from vidiff.data.degrade import degrade
+from vidiff.models.inflate_folder import inflate_model_folder
+from vidiff.pipelines.upscale import UpscalePipeline, fold_lowres, lowres_fold, upscale, upscale_passes, window_starts
+from vidiff.testing.tiny import make_tiny_upscaler
 
 
 @pytest.fixture(scope="module")

@@ -337,7 +337,7 @@ MOTION_ONLY_BACKWARD = """
 import torch
 from vidiff import freeze_spatial, inflate_unet
 from vidiff.pipelines.text_to_video import set_conv_layout
-from vidiff.tiny import make_unet2d
+from vidiff.testing.tiny import make_unet2d
 
 grads = []
 for layout in ("contiguous", "channels_last"):

@@ -39,11 +39,11 @@ from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionUpscalePipeli
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from vidiff.atomic import write_text
-from vidiff.models.inflate import inflate_model_folder
-from vidiff.pipelines.generate import DEFAULT_MODEL_DIR
+from vidiff.models.inflate_folder import inflate_model_folder
+from vidiff.model_folder import DEFAULT_MODEL_DIR
 from vidiff.models.pixel_codec import PixelShuffleCodec
 from vidiff.pipelines.upscale import default_low_res_scheduler
-from vidiff.tiny import make_scheduler
+from vidiff.testing.tiny import make_scheduler
 
 
 def main(argv=None) -> Path:

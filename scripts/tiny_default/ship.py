@@ -19,9 +19,9 @@ import shutil
 from pathlib import Path
 
 from vidiff.atomic import atomic_dir
-from vidiff.models.inflate import COMPONENTS, component_classes, write_model_index
+from vidiff.model_folder import COMPONENTS, component_classes, write_model_index
 from vidiff.pipelines.cascade import CASCADE_FILE, read_cascade
-from vidiff.pipelines.generate import DEFAULT_MODEL_DIR, SAMPLING_FILE
+from vidiff.model_folder import DEFAULT_MODEL_DIR, SAMPLING_FILE
 
 MAX_BYTES = 30_000_000  # the cap on the shipped weights
 

@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 
 from vidiff.atomic import atomic_dir, write_text
-from vidiff.models.inflate import COMPONENTS, EXTRA_COMPONENTS
+from vidiff.model_folder import COMPONENTS, EXTRA_COMPONENTS
 from vidiff.models.interpolation import widen_conv_in
 from vidiff.models.video_unet import VideoUNet
 from vidiff.pipelines.cascade import CASCADE_FILE, STAGE_SETTING
-from vidiff.pipelines.generate import DEFAULT_MODEL_DIR
+from vidiff.model_folder import DEFAULT_MODEL_DIR
 from vidiff.training.checkpoints import load_checkpoint
 
 MAX_BYTES = 30_000_000  # the cap on the shipped weights (issue 6)

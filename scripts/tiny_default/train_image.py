@@ -1,7 +1,7 @@
 """Stage 2 of the tiny default model: train its text-to-image model, the stand-in for a pretrained Stable Diffusion.
 
-A tiny CLIP text encoder (`vidiff.tiny.make_text_encoder`: byte-level tokens, every character one token) and a
-tiny `UNet2DConditionModel` (SD 1.5's 4-block layout, `vidiff.tiny.make_unet2d`) are trained together from nothing
+A tiny CLIP text encoder (`vidiff.testing.tiny.make_text_encoder`: byte-level tokens, every character one token) and a
+tiny `UNet2DConditionModel` (SD 1.5's 4-block layout, `vidiff.testing.tiny.make_unet2d`) are trained together from nothing
 on captioned single frames of the shapes world, in the latent space of the frozen stage-1 VAE. It is standard
 latent diffusion as SD was trained: epsilon prediction, uniform timesteps on SD's scaled-linear schedule (a
 DDPMScheduler built from `make_scheduler().config`), MSE, and 10 % empty captions so that classifier-free guidance
@@ -49,7 +49,7 @@ from transformers import CLIPTextModel
 from vidiff.atomic import atomic_dir, atomic_path, write_text
 from vidiff.data.shapes import COLOURS, DIRECTIONS, SHAPES, caption, combinations, render_clip
 from vidiff.eval.judge import judge_clip
-from vidiff.tiny import make_scheduler, make_text_encoder, make_tokenizer, make_unet2d
+from vidiff.testing.tiny import make_scheduler, make_text_encoder, make_tokenizer, make_unet2d
 
 OUTPUTS = Path(__file__).resolve().parents[2] / "outputs" / "tiny-default"
 NUM_FRAMES = 16  # frames are drawn from 16-frame clips, the length the default model generates

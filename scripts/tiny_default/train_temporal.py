@@ -31,7 +31,7 @@ import torch
 
 from vidiff.config import TrainConfig, load_config
 from vidiff.data.shapes import write_shapes_folder
-from vidiff.models.inflate import inflate_model_folder
+from vidiff.models.inflate_folder import inflate_model_folder
 from vidiff.training.checkpoints import checkpoint_dir
 from vidiff.training.trainer import checkpoint_model_folder, train
 

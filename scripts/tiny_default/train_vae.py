@@ -1,6 +1,6 @@
 """Stage 1 of the tiny default model: train its 8x VAE from nothing on shapes-world frames.
 
-The VAE has the layout of Stable Diffusion's (`vidiff.tiny.make_vae`: 4 blocks, 64x64 RGB -> 4x8x8 latents) at a
+The VAE has the layout of Stable Diffusion's (`vidiff.testing.tiny.make_vae`: 4 blocks, 64x64 RGB -> 4x8x8 latents) at a
 small width. It learns to reconstruct single 64x64 frames drawn from the training combinations only; the held-out
 combinations are rendered for evaluation and never trained on. The loss is SD's VAE loss without its GAN and
 LPIPS parts: L1 reconstruction in [-1, 1] plus a KL term weighted 1e-6 against the per-image summed L1, which
@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from vidiff.atomic import atomic_dir, write_text
 from vidiff.data.shapes import caption, combinations, render_clip
 from vidiff.eval.judge import judge_clip
-from vidiff.tiny import make_vae
+from vidiff.testing.tiny import make_vae
 
 NUM_FRAMES = 16  # frames are drawn from 16-frame clips, the length the default model generates
 SIZE = 64  # frame side in pixels
@@ -120,7 +120,7 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 def build_vae(width: int, layers: int, seed: int, blocks: int = 4) -> AutoencoderKL:
-    """`vidiff.tiny.make_vae`'s AutoencoderKL, with `layers` resnets per block and `blocks` blocks."""
+    """`vidiff.testing.tiny.make_vae`'s AutoencoderKL, with `layers` resnets per block and `blocks` blocks."""
     config = {**make_vae(width=width, seed=seed).config, "layers_per_block": layers,
               "down_block_types": ["DownEncoderBlock2D"] * blocks, "up_block_types": ["UpDecoderBlock2D"] * blocks,
               "block_out_channels": ([width // 2] + [width] * 3)[:blocks],

@@ -26,6 +26,8 @@ import numpy as np
 from vidiff.atomic import write_text
 from vidiff.data.shapes import ALL_COMBOS, COLOURS, DIRECTIONS, HELD_OUT, SHAPES, caption, combinations, render_clip
 from vidiff.eval.judge import judge_clip, summarize, to_markdown
+from vidiff.model_folder import COMPONENTS, check_model_folder
+from vidiff.model_folder import check_video_model as check_model_configs
 
 SPLITS = ("all", "train", "heldout")
 CHANCE = {"colour": 1 / len(COLOURS), "shape": 1 / len(SHAPES), "direction": 1 / len(DIRECTIONS)}
@@ -56,16 +58,11 @@ def check_settings(clips_per_combo: int, split: str, num_frames: int, steps: int
 
 def check_video_model(model_dir: str | os.PathLike, num_frames: int, steps: int = 1) -> dict:
     """Check that `model_dir` is a video model that takes `num_frames` frames; returns its U-Net config."""
-    from vidiff.pipelines.generate import Job, check_model_settings
-
-    check_model_settings(model_dir, [Job(prompt="", num_frames=num_frames, steps=steps)])
-    return json.loads((Path(model_dir) / "unet" / "config.json").read_text())
+    return check_model_configs(model_dir, num_frames, steps=steps)
 
 
 def check_image_model(model_dir: str | os.PathLike) -> dict:
     """Check that `model_dir` is a text-to-image Stable Diffusion folder; returns its U-Net config."""
-    from vidiff.models.inflate import COMPONENTS, check_model_folder
-
     model_dir = Path(model_dir)
     check_model_folder(model_dir, (*COMPONENTS, "unet"))
     unet = json.loads((model_dir / "unet" / "config.json").read_text())
@@ -191,7 +188,7 @@ def evaluate_model(
     """
     import torch
 
-    from vidiff.pipelines.generate import pick_device, pick_dtype
+    from vidiff.devices import pick_device, pick_dtype
     from vidiff.pipelines.text_to_video import TextToVideoPipeline
 
     # 1. Check inputs
@@ -242,7 +239,7 @@ def evaluate_image_baseline(
     import torch
     from diffusers import StableDiffusionPipeline
 
-    from vidiff.pipelines.generate import pick_device, pick_dtype
+    from vidiff.devices import pick_device, pick_dtype
     from vidiff.pipelines.text_to_video import SCHEDULERS
 
     # 1. Check inputs

@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file
 
 from vidiff.atomic import atomic_dir
+from vidiff.models.inflate import inflate_unet
 from vidiff.models.temporal import TemporalAttention
 from vidiff.models.video_unet import VideoUNet
 
@@ -153,8 +154,6 @@ def inflate_with_motion_adapter(unet2d, path: str | os.PathLike, **options: Any)
 
     Temporal convolutions (absent from AnimateDiff) stay at identity unless `temporal_conv=False` is passed.
     """
-    from vidiff.models.inflate import inflate_unet
-
     adapter_options, state = read_motion_modules(path)
     layout = adapter_options.pop("_adapter_layout")
     video = inflate_unet(unet2d, **{**adapter_options, **options})

@@ -7,29 +7,22 @@ identity temporal layers it therefore reproduces the image pipeline frame by fra
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import json
 import os
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from diffusers import (
-    AutoencoderKL,
-    DDIMScheduler,
-    DiffusionPipeline,
-    DPMSolverMultistepScheduler,
-    EulerDiscreteScheduler,
-    UNet2DConditionModel,
-)
+from diffusers import (AutoencoderKL, DDIMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler,
+                       EulerDiscreteScheduler, UNet2DConditionModel)
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from einops import rearrange
 
-from vidiff.models.inflate import COMPONENTS, DEFAULT_CLASSES, check_model_folder, inflate_unet
+from vidiff.model_folder import COMPONENTS, check_model_folder, component_class, component_config, vae_scale_factor
+from vidiff.models.inflate import inflate_unet
 from vidiff.models.video_unet import VideoUNet
 
 SCHEDULERS = {
@@ -59,7 +52,7 @@ class TextToVideoPipeline(DiffusionPipeline):
         super().__init__()
         check_tokenizer(tokenizer, text_encoder)
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
-        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.vae_scale_factor = vae_scale_factor(vae.config)
 
     def use_conv_layout(self, device: torch.device) -> None:
         """Put the U-Net in the convolution layout for `device` (`set_conv_layout`, or `self.conv_layout`)."""
@@ -83,9 +76,7 @@ class TextToVideoPipeline(DiffusionPipeline):
         """
         folder = Path(folder)
         check_model_folder(folder, (*COMPONENTS, "unet"))
-        index_path = folder / "model_index.json"
-        index = json.loads(index_path.read_text()) if index_path.is_file() else {}
-        unet_config = json.loads((folder / "unet" / "config.json").read_text())
+        unet_config = component_config(folder, "unet")
         dtype = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
         if unet_config.get("_class_name") == "VideoUNet":
             unet = VideoUNet.from_pretrained(folder / "unet", **dtype)
@@ -96,10 +87,8 @@ class TextToVideoPipeline(DiffusionPipeline):
                              "make a video model with `vidiff inflate`")
         components = {"unet": unet}
         for name in COMPONENTS:
-            library, class_name = index.get(name) or DEFAULT_CLASSES[name]
-            component_cls = getattr(importlib.import_module(library), class_name)
             kwargs = dtype if name in ("vae", "text_encoder") else {}
-            components[name] = component_cls.from_pretrained(folder / name, **kwargs)
+            components[name] = component_class(folder, name).from_pretrained(folder / name, **kwargs)
         return cls(**components)
 
     def set_scheduler(self, name: str) -> None:
@@ -162,6 +151,8 @@ class TextToVideoPipeline(DiffusionPipeline):
         condition: torch.Tensor | None = None,
         replace_known: bool = False,
         first_step: int = 0,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",),
     ) -> TextToVideoOutput:
         """Sample clips. `condition` (b, c + 1, f, h, w): for a masked-frame (interpolation) model, the known frames'
         latents and the mask (vidiff.models.interpolation.masked_condition), read beside the noisy latents.
@@ -169,7 +160,9 @@ class TextToVideoPipeline(DiffusionPipeline):
         step before every U-Net call (the replacement method of Ho et al. 2022, "Video Diffusion Models", sec. 3.1),
         so the temporal layers carry them to the unknown frames, and return them clean.
         first_step: skip the first steps of the schedule; `latents` are then the sample at that step (SDEdit, Meng
-        et al. 2022: a guess noised part-way is refined rather than drawn from nothing)."""
+        et al. 2022: a guess noised part-way is refined rather than drawn from nothing).
+        callback_on_step_end(pipe, step, t, tensors) after each step, as in diffusers: `tensors` holds the names in
+        `callback_on_step_end_tensor_inputs`, and the dict it returns replaces them (e.g. new `latents`)."""
         # 1. Check inputs
         sample_size = self.unet.unet.config.sample_size
         height = sample_size * self.vae_scale_factor if height is None else height
@@ -180,59 +173,38 @@ class TextToVideoPipeline(DiffusionPipeline):
         guided = guidance_scale > 1.0
 
         # 2. Encode prompts; negatives first, as StableDiffusionPipeline concatenates them
-        negatives = None
-        if guided:
-            negatives = [negative_prompt or ""] * len(prompts) if not isinstance(negative_prompt, list) else negative_prompt
-            if len(negatives) != len(prompts):
-                raise ValueError(f"{len(negatives)} negative prompts for {len(prompts)} prompts; give one per prompt")
-        text = self.encode_prompt(prompts, negatives, device).repeat_interleave(num_videos_per_prompt, dim=0)
+        text = self.encode_prompts(prompts, negative_prompt, device, num_videos_per_prompt, guided)
 
         # 3. Timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=device)
 
         # 4. Starting noise (b, c, f, h, w)
-        batch = len(prompts) * num_videos_per_prompt
-        shape = (batch, self.vae.config.latent_channels, num_frames, height // self.vae_scale_factor,
-                 width // self.vae_scale_factor)
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
-        elif tuple(latents.shape) != shape:
-            raise ValueError(f"latents have shape {tuple(latents.shape)}, expected {shape}")
-        latents = latents.to(device=device, dtype=self.unet.dtype) * self.scheduler.init_noise_sigma
+        shape = (len(prompts) * num_videos_per_prompt, self.vae.config.latent_channels, num_frames,
+                 height // self.vae_scale_factor, width // self.vae_scale_factor)
+        latents = self.prepare_latents(shape, generator, device, latents)
         step_kwargs = self._step_kwargs(generator, eta)
-        extra = self.unet.unet.config.in_channels - shape[1]
-        if (condition is None) != (extra == 0) or (condition is not None and condition.shape[1] != extra):
-            raise ValueError(f"the U-Net reads {extra} condition channels beside the latents but the condition has "
-                             f"{None if condition is None else condition.shape[1]}; a masked-frame model samples "
-                             "through vidiff.pipelines.interpolate")
-        known = None
-        if condition is not None:
-            condition = condition.to(device=device, dtype=self.unet.dtype)
-            if replace_known:
-                known, mask = condition[:, :-1], condition[:, -1:].bool()
-                known_noise = randn_tensor(known.shape, generator=generator, device=device, dtype=known.dtype)
-            condition = torch.cat([condition] * 2) if guided else condition
 
-        # 5. Denoising loop: conditional and unconditional halves as one batch
+        # 5. The masked-frame condition, if the U-Net reads one
+        condition, known = self.prepare_condition(condition, shape, replace_known, guided, generator, device)
+
+        # 6. Denoising loop: conditional and unconditional halves as one batch
         timesteps = self.scheduler.timesteps[first_step:]
         self.use_conv_layout(device)
-        for t in self.progress_bar(timesteps) if show_progress else timesteps:
+        for step, t in enumerate(self.progress_bar(timesteps) if show_progress else timesteps):
             if known is not None:
-                latents = torch.where(mask, self.scheduler.add_noise(known, known_noise, t.reshape(1)), latents)
-            model_input = torch.cat([latents] * 2) if guided else latents
-            model_input = self.scheduler.scale_model_input(model_input, t)
-            if condition is not None:
-                model_input = torch.cat([model_input, condition], dim=1)
-            noise = self.unet(model_input, t, text).sample
-            if guided:
-                uncond, cond = noise.chunk(2)
-                noise = uncond + guidance_scale * (cond - uncond)
+                known_latents, known_noise, mask = known
+                latents = torch.where(mask, self.scheduler.add_noise(known_latents, known_noise, t.reshape(1)),
+                                      latents)
+            noise = self.predict_noise(latents, t, text, condition, guidance_scale if guided else None)
             latents = self.scheduler.step(noise, t, latents, **step_kwargs).prev_sample
-
+            if callback_on_step_end is not None:
+                available = {"latents": latents, "noise_pred": noise, "prompt_embeds": text}
+                tensors = {name: available[name] for name in callback_on_step_end_tensor_inputs}
+                latents = callback_on_step_end(self, step, t, tensors).get("latents", latents)
         if known is not None:
-            latents = torch.where(mask, known, latents)
+            latents = torch.where(known[2], known[0], latents)
 
-        # 6. Decode
+        # 7. Decode
         if output_type == "latent":
             frames = latents
         else:
@@ -241,6 +213,56 @@ class TextToVideoPipeline(DiffusionPipeline):
                 frames = to_uint8(frames)
         self.maybe_free_model_hooks()
         return TextToVideoOutput(frames=frames)
+
+    def encode_prompts(self, prompts: list[str], negative_prompt, device, per_prompt: int,
+                       guided: bool) -> torch.Tensor:
+        """Text embeddings for a batch, each repeated `per_prompt` times. Guided: the negatives first (a string, one per
+        prompt in a list, or None for ""), as StableDiffusionPipeline concatenates them."""
+        negatives = None
+        if guided:
+            negatives = ([negative_prompt or ""] * len(prompts) if not isinstance(negative_prompt, list)
+                         else negative_prompt)
+            if len(negatives) != len(prompts):
+                raise ValueError(f"{len(negatives)} negative prompts for {len(prompts)} prompts; give one per prompt")
+        return self.encode_prompt(prompts, negatives, device).repeat_interleave(per_prompt, dim=0)
+
+    def prepare_latents(self, shape: tuple[int, ...], generator, device, latents: torch.Tensor | None):
+        """The starting sample: noise drawn from `generator`, or the given latents, scaled by the scheduler."""
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents have shape {tuple(latents.shape)}, expected {shape}")
+        return latents.to(device=device, dtype=self.unet.dtype) * self.scheduler.init_noise_sigma
+
+    def prepare_condition(self, condition, shape, replace_known: bool, guided: bool, generator, device):
+        """(condition for the U-Net, doubled when guided; (known latents, their noise, mask) with replace_known)."""
+        extra = self.unet.unet.config.in_channels - shape[1]
+        if (condition is None) != (extra == 0) or (condition is not None and condition.shape[1] != extra):
+            raise ValueError(f"the U-Net reads {extra} condition channels beside the latents but the condition has "
+                             f"{None if condition is None else condition.shape[1]}; a masked-frame model samples "
+                             "through vidiff.pipelines.interpolate")
+        if condition is None:
+            return None, None
+        condition = condition.to(device=device, dtype=self.unet.dtype)
+        known = None
+        if replace_known:
+            known_latents, mask = condition[:, :-1], condition[:, -1:].bool()
+            known_noise = randn_tensor(known_latents.shape, generator=generator, device=device,
+                                       dtype=known_latents.dtype)
+            known = (known_latents, known_noise, mask)
+        return (torch.cat([condition] * 2) if guided else condition), known
+
+    def predict_noise(self, latents, t, text, condition, guidance_scale: float | None) -> torch.Tensor:
+        """One U-Net call; with a guidance scale, the unconditional and conditional halves as one batch."""
+        model_input = torch.cat([latents] * 2) if guidance_scale is not None else latents
+        model_input = self.scheduler.scale_model_input(model_input, t)
+        if condition is not None:
+            model_input = torch.cat([model_input, condition], dim=1)
+        noise = self.unet(model_input, t, text).sample
+        if guidance_scale is not None:
+            uncond, cond = noise.chunk(2)
+            noise = uncond + guidance_scale * (cond - uncond)
+        return noise
 
     def _step_kwargs(self, generator, eta: float) -> dict[str, Any]:
         accepted = set(inspect.signature(self.scheduler.step).parameters)

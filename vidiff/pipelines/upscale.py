@@ -19,6 +19,7 @@ input is the noisy latents concatenated with the low-resolution frames, which ar
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from diffusers import DDPMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from einops import rearrange
 
+from vidiff.model_folder import read_index
 from vidiff.pipelines.text_to_video import TextToVideoOutput, TextToVideoPipeline, to_uint8
 
 DEFAULT_NOISE_LEVEL = 20  # StableDiffusionUpscalePipeline's default
@@ -53,24 +55,6 @@ def fold_lowres(lowres: torch.Tensor, r: int) -> torch.Tensor:
     b = lowres.shape[0]
     x = F.pixel_unshuffle(rearrange(lowres, "b c f h w -> (b f) c h w"), r) if r > 1 else lowres
     return rearrange(x, "(b f) c h w -> b c f h w", b=b) if r > 1 else x
-
-
-def degrade(frames: torch.Tensor, scale: int, blur_sigma: float = 0.0) -> torch.Tensor:
-    """High-resolution frames (b, c, f, H, W) in [-1, 1] -> low resolution (b, c, f, H / scale, W / scale):
-    an optional Gaussian blur, then an area (box) downsample. The training data of a super-resolution stage."""
-    b = frames.shape[0]
-    x = rearrange(frames, "b c f h w -> (b f) c h w")
-    if blur_sigma > 0:
-        radius = max(1, math.ceil(3 * blur_sigma))
-        taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-        kernel = torch.exp(-0.5 * (taps / blur_sigma) ** 2)
-        kernel = kernel / kernel.sum()
-        c = x.shape[1]
-        x = F.pad(x, (radius,) * 4, mode="replicate")
-        x = F.conv2d(x, kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-        x = F.conv2d(x, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
-    x = F.avg_pool2d(x, scale)
-    return rearrange(x, "(b f) c h w -> b c f h w", b=b)
 
 
 def bicubic_latents(vae, lowres: torch.Tensor, scale: int, chunk: int = 8) -> torch.Tensor:
@@ -118,9 +102,6 @@ class UpscalePipeline(TextToVideoPipeline):
     def from_pretrained(cls, folder, torch_dtype: torch.dtype | None = None, inflate_image_model: bool = False):
         """Load an upscaler video model folder (`vidiff inflate` of an x4-upscaler-layout folder, or training).
         A folder without `low_res_scheduler/` gets the x4 upscaler's: DDPM, linear betas 1e-4..0.02."""
-        import json
-        from pathlib import Path
-
         folder = Path(folder)
         base = TextToVideoPipeline.from_pretrained(folder, torch_dtype=torch_dtype,
                                                    inflate_image_model=inflate_image_model)
@@ -128,9 +109,7 @@ class UpscalePipeline(TextToVideoPipeline):
             low_res = DDPMScheduler.from_pretrained(folder / "low_res_scheduler")
         else:
             low_res = default_low_res_scheduler()
-        index_path = folder / "model_index.json"
-        index = json.loads(index_path.read_text()) if index_path.is_file() else {}
-        return cls(**base.components, low_res_scheduler=low_res, **pipeline_settings(index))
+        return cls(**base.components, low_res_scheduler=low_res, **pipeline_settings(read_index(folder)))
 
     def noise_lowres(self, lowres: torch.Tensor, noise_level: torch.Tensor, generator=None) -> torch.Tensor:
         """Noise augmentation of the condition, as the x4 upscaler: q(x_t | x_0) of the low_res_scheduler."""

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from vidiff.atomic import atomic_dir, write_text
 from vidiff.config import TrainConfig
-from vidiff.models.inflate import COMPONENTS, EXTRA_COMPONENTS, write_model_index
+from vidiff.model_folder import COMPONENTS, EXTRA_COMPONENTS, component_classes, read_index, write_model_index
 from vidiff.models.interpolation import extrapolation_mask, interpolation_mask, masked_condition, widen_conv_in
 from vidiff.models.temporal import temporal_named_parameters
 from vidiff.training.checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
@@ -65,7 +65,7 @@ class LatentCache(torch.utils.data.Dataset):
     With `lowres_scale` (task: upscale) also the clip downsampled by that factor, unblurred (c, f, h, w)."""
 
     def __init__(self, dataset, vae, device, batch_size: int = 4, lowres_scale: int | None = None):
-        from vidiff.pipelines.upscale import degrade
+        from vidiff.data.degrade import degrade
 
         self.items = []
         for index in tqdm(range(len(dataset)), desc="caching latents", leave=False):
@@ -289,7 +289,8 @@ class _Upscaling:
     def condition(self, batch, generator, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(b, 3 r^2, f, h, w) degraded, noise-augmented, folded low-res clips, their (b,) noise levels, and for a
         residual model the latents of the degraded clips' bicubic upsample (else None)."""
-        from vidiff.pipelines.upscale import bicubic_latents, degrade, fold_lowres
+        from vidiff.data.degrade import degrade
+        from vidiff.pipelines.upscale import bicubic_latents, fold_lowres
 
         count = len(batch["caption"])
         sigmas = (torch.rand(count, generator=generator) * self.blur_max).tolist()
@@ -455,16 +456,7 @@ def _save_model_folder(unet, source: Path, target: Path, text_encoder=None) -> N
         for name in (*COMPONENTS, *EXTRA_COMPONENTS):
             if not (tmp / name).exists() and (source / name).is_dir():
                 shutil.copytree(source / name, tmp / name)
-        index_path = source / "model_index.json"
-        index = json.loads(index_path.read_text()) if index_path.is_file() else {}
-        write_model_index(tmp, {name: index.get(name) for name in COMPONENTS} | _missing_classes(index),
-                          extra_from=index)
-
-
-def _missing_classes(index: dict) -> dict:
-    from vidiff.models.inflate import DEFAULT_CLASSES
-
-    return {name: cls for name, cls in DEFAULT_CLASSES.items() if not index.get(name)}
+        write_model_index(tmp, component_classes(source), extra_from=read_index(source))
 
 
 def _validate(accelerator, pipe, config: TrainConfig, step: int, output: Path) -> None:

@@ -1,4 +1,4 @@
-"""Generation jobs: prompts (one, or a file of them) -> clips on disk with a JSON sidecar each.
+"""`vidiff generate`'s jobs: prompts (one, or a file of them) -> clips on disk with a JSON sidecar each.
 
 Everything here that checks input runs before any model is loaded, so bad input fails in a second. Under
 `accelerate launch` the jobs are dealt out by index across processes, so no clip is written twice.
@@ -10,7 +10,6 @@ import dataclasses
 import json
 import os
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,10 @@ from typing import Any
 import torch
 
 from vidiff.io.video import SUPPORTED_OUTPUTS, WRITE_SUFFIXES
+from vidiff.model_folder import check_video_model
 
 SCHEDULER_NAMES = ("ddim", "dpm++", "euler")  # text_to_video.SCHEDULERS' keys, without importing diffusers
 DEFAULT_OUTPUT = "outputs/{slug}-{seed}.mp4"
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default-model"
-DEFAULT_GUIDANCE = 7.5  # Stable Diffusion's usual scale; a model folder may recommend its own (sampling.json)
-SAMPLING_FILE = "sampling.json"  # optional, in a model folder: {"guidance": ...}, what that model samples best with
 
 
 @dataclass
@@ -106,99 +103,39 @@ def check_output(path: str | os.PathLike) -> None:
 
 def check_model_settings(model: str | os.PathLike, jobs: list[Job]) -> None:
     """Check frame counts and sizes against the model's saved configs, without loading any weights."""
-    from vidiff.models.inflate import COMPONENTS, check_model_folder
-
-    model = Path(model)
-    check_model_folder(model, (*COMPONENTS, "unet"))
-    unet = json.loads((model / "unet" / "config.json").read_text())
-    if unet.get("_class_name") != "VideoUNet":
-        raise ValueError(f"{model} is not a video model (unet is {unet.get('_class_name')}); run `vidiff inflate`")
-    vae = json.loads((model / "vae" / "config.json").read_text())
-    scale = 2 ** (len(vae["block_out_channels"]) - 1)
+    check_video_model(model)
     for job in jobs:
-        if not 1 <= job.num_frames <= unet["max_frames"]:
-            raise ValueError(f"num_frames={job.num_frames} is outside 1..{unet['max_frames']} for {model}")
-        for name in ("height", "width"):
-            value = getattr(job, name)
-            if value is not None and (value <= 0 or value % scale):
-                raise ValueError(f"{name}={value} must be a positive multiple of {scale} for this model's VAE")
-        if job.steps < 1:
-            raise ValueError(f"steps={job.steps} must be at least 1")
+        check_video_model(model, job.num_frames, job.height, job.width, job.steps)
 
 
-def recommended_guidance(model: str | os.PathLike) -> float:
-    """The guidance scale the model folder recommends in sampling.json, else DEFAULT_GUIDANCE."""
-    path = Path(model) / SAMPLING_FILE
-    if not path.is_file():
-        return DEFAULT_GUIDANCE
-    try:
-        settings = json.loads(path.read_text())
-        return float(settings.get("guidance", DEFAULT_GUIDANCE))
-    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
-        raise ValueError(f"{path} must be a JSON object like {{\"guidance\": 1.5}}; fix or delete it") from None
-
-
-def default_model() -> Path:
-    if not (DEFAULT_MODEL_DIR / "model_index.json").is_file():
-        raise FileNotFoundError(
-            "this vidiff build ships no default model yet; build the stand-in with "
-            "`python scripts/make_tiny_model.py tiny-video` and pass --model tiny-video"
-        )
-    return DEFAULT_MODEL_DIR
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """CUDA, then Apple MPS, then CPU."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def pick_dtype(name: str, device: torch.device) -> torch.dtype:
-    """'auto': fp16 on a GPU, fp32 on the CPU."""
-    if name == "auto":
-        return torch.float16 if device.type in ("cuda", "mps") else torch.float32
-    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-    if name not in dtypes:
-        raise ValueError(f"unknown dtype {name!r}; choose auto, fp32, fp16 or bf16")
-    return dtypes[name]
-
-
-def run_jobs(pipe, jobs: list[Job], fps: int, scheduler: str, model: str, process_index: int = 0,
-             num_processes: int = 1, writer=None, load_s: float | None = None, post=None) -> list[Path]:
-    """Generate and write this process's share of `jobs` (every `num_processes`-th, from `process_index`).
-
-    `post(frames, job) -> (frames, metadata)`, if given, runs the later cascade stages on each clip before writing;
-    `fps` is the rate of what is written."""
+def run_jobs(pipe, jobs: list[Job], fps: float, scheduler: str, model: str, process_index: int = 0,
+             num_processes: int = 1, writer=None, load_s: float | None = None, **stages) -> list[Path]:
+    """Generate and write this process's share of `jobs` (every `num_processes`-th, from `process_index`) with a
+    `VideoCascadePipeline`; `stages`: its interpolate / upscale settings. `fps` is the base frames' rate."""
     from vidiff import __version__
 
     if writer is None:
         from vidiff.io.video import write_video as writer
     written = []
     for job in jobs[process_index::num_processes]:
-        start = time.perf_counter()
         generator = torch.Generator("cpu").manual_seed(job.seed)  # CPU noise: the same clip on any device
-        frames = pipe(
-            job.prompt, negative_prompt=job.negative_prompt, num_frames=job.num_frames, height=job.height,
-            width=job.width, num_inference_steps=job.steps, guidance_scale=job.guidance, generator=generator,
-        ).frames[0]
-        sample_s = time.perf_counter() - start
-        stages = {}
-        if post is not None:
-            frames, stages = post(frames, job)
+        out = pipe(job.prompt, negative_prompt=job.negative_prompt, num_frames=job.num_frames, height=job.height,
+                   width=job.width, num_inference_steps=job.steps, guidance_scale=job.guidance, generator=generator,
+                   fps=fps, **stages)
+        frames, meta = out.frames[0], out.metadata[0]
+        factor = meta.get("interpolation", {}).get("factor", 1)
+        seconds = {name: meta[name].pop("seconds") for name in ("base", "interpolation", "upscale") if name in meta}
+        stage_s = sum(value for name, value in seconds.items() if name != "base")
         metadata = {
             **dataclasses.asdict(job), "scheduler": scheduler, "model": str(model), "vidiff_version": __version__,
             "num_frames": int(frames.shape[0]), "height": int(frames.shape[1]), "width": int(frames.shape[2]),
-            "fps": fps, "device": str(pipe.device), "dtype": str(pipe.unet.dtype).removeprefix("torch."),
-            "timings": {"sample_s": round(sample_s, 3), "load_s": None if load_s is None else round(load_s, 3),
-                        **({"stages_s": round(time.perf_counter() - start - sample_s, 3)} if stages else {})},
-            **stages,
+            "fps": fps * factor, "device": str(pipe.device), "dtype": str(pipe.base.unet.dtype).removeprefix("torch."),
+            "timings": {"sample_s": seconds["base"], "load_s": None if load_s is None else round(load_s, 3),
+                        **({"stages_s": round(stage_s, 3)} if len(seconds) > 1 else {})},
+            **({name: meta[name] for name in ("base", "interpolation", "upscale") if name in meta}
+               if len(seconds) > 1 else {}),
         }
-        written.append(Path(writer(frames, job.output, fps=fps, metadata=metadata)))
+        written.append(Path(writer(frames, job.output, fps=fps * factor, metadata=metadata)))
     return written
 
 

@@ -8,6 +8,7 @@ U-Net layout at a small width, and SD's DDIM scheduler settings. The folder is a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -15,9 +16,18 @@ from pathlib import Path
 
 import torch
 
-from vidiff.models.configs import SD15_UNET, scaled
+from vidiff.testing.configs import SD15_UNET, scaled
 
 MAX_TOKENS = 77  # CLIP's context length
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Build modules from `seed` without touching the caller's random state: torch's global generator is forked,
+    seeded for the block, and restored after it (module constructors draw their initial weights from it)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def byte_level_vocab() -> dict[str, int]:
@@ -53,27 +63,27 @@ def make_text_encoder(tokenizer, width: int = 32, layers: int = 2, seed: int = 0
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    torch.manual_seed(seed)
-    return CLIPTextModel(config).eval()
+    with seeded(seed):
+        return CLIPTextModel(config).eval()
 
 
 def make_vae(width: int = 32, seed: int = 0):
     """A 4-block AutoencoderKL: the 8x downscale of SD's VAE (fewer blocks make CPU sampling far slower)."""
     from diffusers import AutoencoderKL
 
-    torch.manual_seed(seed)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
-        block_out_channels=[width // 2, width, width, width],
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=64,
-        scaling_factor=0.18215,
-    ).eval()
+    with seeded(seed):
+        return AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=["DownEncoderBlock2D"] * 4,
+            up_block_types=["UpDecoderBlock2D"] * 4,
+            block_out_channels=[width // 2, width, width, width],
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=8,
+            sample_size=64,
+            scaling_factor=0.18215,
+        ).eval()
 
 
 def make_scheduler():
@@ -93,9 +103,9 @@ def make_scheduler():
 def make_unet2d(width: int = 32, cross_attention_dim: int = 32, seed: int = 0, **overrides):
     from diffusers import UNet2DConditionModel
 
-    torch.manual_seed(seed)
     config = {**scaled(SD15_UNET, width=width, cross_attention_dim=cross_attention_dim), **overrides}
-    return UNet2DConditionModel(**config).eval()
+    with seeded(seed):
+        return UNet2DConditionModel(**config).eval()
 
 
 def make_tiny_sd(folder: str | os.PathLike, width: int = 32, seed: int = 0) -> Path:
@@ -124,22 +134,22 @@ def make_tiny_upscaler(folder: str | os.PathLike, width: int = 32, seed: int = 0
     sampling and the DDPM low-res noise schedule. `in_channels` 4 + 3 r^2 folds larger low-res frames (vidiff)."""
     from diffusers import AutoencoderKL, StableDiffusionUpscalePipeline, UNet2DConditionModel
 
-    from vidiff.models.configs import X4_UPSCALER_UNET
+    from vidiff.testing.configs import X4_UPSCALER_UNET
     from vidiff.pipelines.upscale import default_low_res_scheduler
 
     tokenizer = tokenizer or make_tokenizer()
     text_encoder = text_encoder or make_text_encoder(tokenizer, width=width, seed=seed)
     if vae is None:
-        torch.manual_seed(seed)
-        vae = AutoencoderKL(down_block_types=["DownEncoderBlock2D"] * vae_blocks,
-                            up_block_types=["UpDecoderBlock2D"] * vae_blocks,
-                            block_out_channels=[width // 2] + [width] * (vae_blocks - 1), layers_per_block=1,
-                            latent_channels=4, norm_num_groups=8, scaling_factor=0.08333,
-                            mid_block_add_attention=vae_blocks > 2).eval()
-    torch.manual_seed(seed)
+        with seeded(seed):
+            vae = AutoencoderKL(down_block_types=["DownEncoderBlock2D"] * vae_blocks,
+                                up_block_types=["UpDecoderBlock2D"] * vae_blocks,
+                                block_out_channels=[width // 2] + [width] * (vae_blocks - 1), layers_per_block=1,
+                                latent_channels=4, norm_num_groups=8, scaling_factor=0.08333,
+                                mid_block_add_attention=vae_blocks > 2).eval()
     config = {**scaled(X4_UPSCALER_UNET, width=width, cross_attention_dim=text_encoder.config.hidden_size),
               "in_channels": in_channels, "out_channels": vae.config.latent_channels}
-    unet = UNet2DConditionModel(**config).eval()
+    with seeded(seed):
+        unet = UNet2DConditionModel(**config).eval()
     with torch.no_grad():  # diffusers zero-initialises conv_out; random, so that outputs carry signal
         unet.conv_out.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(seed))
     pipe = StableDiffusionUpscalePipeline(

@@ -1,0 +1,5 @@
+import sys
+
+from vidiff.cli import run
+
+sys.exit(run())

@@ -1,0 +1,43 @@
+"""What the `vidiff` commands share: the error policy, the import stages, and the options every command takes."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+# Errors that mean "the input is wrong": reported in one line with exit code 2.
+INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
+# Imported through vidiff.process.import_quickly (collector paused). CHECKS: torch, which the input checks need;
+# LIBRARIES, once the input is known to be good, before loading a model: diffusers behind the pipeline module, the
+# CLIP text encoder every model folder holds, accelerate. Bad input is answered before LIBRARIES, in seconds.
+CHECKS = ["vidiff.cli.jobs", "vidiff.pipelines.cascade"]
+LIBRARIES = ["vidiff.pipelines.text_to_video", "transformers.models.clip.modeling_clip", "accelerate"]
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), or e.g. cuda:1, cpu")
+
+
+def add_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+
+
+def add_output(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--output", required=True,
+                        help="output path: .mp4 .gif .webm .mkv (lossless), or a folder for PNGs")
+
+
+def model_or_default(model: str | None) -> Path:
+    """The --model folder, or the default model shipped in the package."""
+    from vidiff.model_folder import default_model
+
+    return Path(model) if model else default_model()
+
+
+def check_new_output(path: str) -> None:
+    """A writable output path of a known format that does not exist yet."""
+    from vidiff.cli.jobs import check_output
+
+    check_output(path)
+    if Path(path).exists():
+        raise FileExistsError(f"{path} already exists; choose another -o")
