@@ -246,13 +246,14 @@ class VideoCascadePipeline:
 
     def stage_settings(self, interpolate: int | None = None, upscale: int | None = None,
                        interpolate_steps: int | None = None, upscale_steps: int | None = None) -> dict[str, dict]:
-        """The later stages a call runs, each with its settings: a factor or scale of None takes the stage's
-        cascade.json default, 1 turns it off. Checks them without sampling."""
+        """The later stages a call runs, each with its settings: a factor or scale of None takes the loaded stage's
+        cascade.json default (1 for a stage not loaded), 1 turns it off. Checks them without sampling."""
         chosen = {}
         for name, value, steps in (("interpolation", interpolate, interpolate_steps),
                                    ("upscale", upscale, upscale_steps)):
             stage = self.settings.get(name)
-            value = value if value is not None else (stage.default if stage is not None else 1)
+            if value is None:
+                value = stage.default if stage is not None and getattr(self, name) is not None else 1
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} {STAGE_SETTING[name]} {value!r} must be an integer of at least 1 (1: off)")
             if value == 1:
