@@ -2,8 +2,8 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["PixelShuffleCodec", "TextToVideoPipeline", "VideoUNet", "freeze_spatial", "inflate_unet",
-           "temporal_parameters", "__version__"]
+__all__ = ["PixelShuffleCodec", "TextToVideoPipeline", "VideoCascadePipeline", "VideoUNet", "freeze_spatial",
+           "inflate_unet", "temporal_parameters", "__version__"]
 
 # Every name is imported on first use (PEP 562): the models pull in diffusers and torch (about 8 s on a 2-core
 # CPU), which `vidiff --help` and the command line's input checks do not need.
@@ -14,6 +14,7 @@ _LAZY = {
     "freeze_spatial": "vidiff.models.temporal",
     "temporal_parameters": "vidiff.models.temporal",
     "TextToVideoPipeline": "vidiff.pipelines.text_to_video",
+    "VideoCascadePipeline": "vidiff.pipelines.cascade",
 }
 
 

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from transformers import CLIPTextModel
 
@@ -50,6 +50,8 @@ from vidiff.atomic import atomic_dir, atomic_path, write_text
 from vidiff.data.shapes import COLOURS, DIRECTIONS, SHAPES, caption, combinations, render_clip
 from vidiff.eval.judge import judge_clip
 from vidiff.testing.tiny import make_scheduler, make_text_encoder, make_tokenizer, make_unet2d
+from vidiff.training.checkpoints import read_checkpoint, write_checkpoint
+from vidiff.training.ema import ema_decay, update_ema
 
 OUTPUTS = Path(__file__).resolve().parents[2] / "outputs" / "tiny-default"
 NUM_FRAMES = 16  # frames are drawn from 16-frame clips, the length the default model generates
@@ -269,17 +271,6 @@ def learning_rate(step: int, steps: int, peak: float) -> float:
     return peak * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-@torch.no_grad()
-def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for ema_param, param in zip(ema.parameters(), model.parameters()):
-        ema_param.lerp_(param, 1 - decay)
-
-
-def ema_decay(step: int, peak: float) -> float:
-    """EMA decay warmed up as (1 + step) / (10 + step), so early averages do not hold the random init."""
-    return min(peak, (1 + step) / (10 + step))
-
-
 def checkpoint_path(out: Path) -> Path:
     return out.parent / f"{out.name}-checkpoint"
 
@@ -290,12 +281,8 @@ RESUME_DEFAULTS = {"init_from": None, "word_loss": 0.0}  # checkpoints written b
 
 
 def save_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizer, state: dict) -> None:
-    weights = {f"{name}.{k}": v.detach().cpu().contiguous()
-               for name, m in modules.items() for k, v in m.state_dict().items()}
-    with atomic_dir(path, overwrite=True) as tmp:
-        save_file(weights, tmp / "weights.safetensors")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps(state, indent=2))
+    weights = {f"{name}.{k}": v for name, m in modules.items() for k, v in m.state_dict().items()}
+    write_checkpoint(path, {"weights": weights}, {"optimizer": optimizer.state_dict()}, state)
 
 
 def checkpoint_value(args, key: str):
@@ -306,18 +293,18 @@ def checkpoint_value(args, key: str):
 
 def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizer, args) -> dict:
     """Load weights, EMA and optimizer state in place; returns state.json. Fails if the model shape differs."""
-    state = json.loads((path / "state.json").read_text())
+    tensors, extra, state = read_checkpoint(path)
     for key in RESUME_KEYS:
         stored = state.get(key, RESUME_DEFAULTS.get(key))
         if stored != checkpoint_value(args, key):
             value = ",".join(map(str, stored)) if isinstance(stored, list) else stored
             raise ValueError(f"{path} was trained with --{key.replace('_', '-')} {value}, not {getattr(args, key)}; "
                              "pass the same value to resume, or drop --resume to start over")
-    weights = load_file(path / "weights.safetensors")
     for name, module in modules.items():
         prefix = f"{name}."
-        module.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}, strict=True)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+        module.load_state_dict({k[len(prefix):]: v for k, v in tensors["weights"].items() if k.startswith(prefix)},
+                               strict=True)
+    optimizer.load_state_dict(extra["optimizer"])
     return state
 
 
@@ -480,9 +467,9 @@ def run(args) -> dict:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
-        decay = ema_decay(step, args.ema_decay)
-        update_ema(ema_text_encoder, text_encoder, decay)
-        update_ema(ema_unet, unet, decay)
+        decay = ema_decay(args.ema_decay, step)
+        for ema, model in ((ema_text_encoder, text_encoder), (ema_unet, unet)):
+            update_ema(dict(ema.named_parameters()), dict(model.named_parameters()), decay)
 
         done = step + 1
         progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", refresh=False)

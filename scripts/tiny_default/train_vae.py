@@ -29,13 +29,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import AutoencoderKL
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from vidiff.atomic import atomic_dir, write_text
 from vidiff.data.shapes import caption, combinations, render_clip
 from vidiff.eval.judge import judge_clip
 from vidiff.testing.tiny import make_vae
+from vidiff.training.checkpoints import read_checkpoint, write_checkpoint
 
 NUM_FRAMES = 16  # frames are drawn from 16-frame clips, the length the default model generates
 SIZE = 64  # frame side in pixels
@@ -144,21 +144,18 @@ def checkpoint_path(out: Path) -> Path:
 
 
 def save_checkpoint(path: Path, vae: AutoencoderKL, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    with atomic_dir(path, overwrite=True) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}, tmp / "vae.safetensors")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps(state, indent=2))
+    write_checkpoint(path, {"vae": vae.state_dict()}, {"optimizer": optimizer.state_dict()}, state)
 
 
 def load_checkpoint(path: Path, vae: AutoencoderKL, optimizer: torch.optim.Optimizer, args) -> dict:
     """Load weights and optimizer state in place; returns state.json. Fails if the model shape differs."""
-    state = json.loads((path / "state.json").read_text())
+    tensors, extra, state = read_checkpoint(path)
     for key in ("width", "layers", "seed", "batch_size"):
         if state[key] != getattr(args, key):
             raise ValueError(f"{path} was trained with --{key.replace('_', '-')} {state[key]}, not "
                              f"{getattr(args, key)}; pass the same value to resume, or drop --resume to start over")
-    vae.load_state_dict(load_file(path / "vae.safetensors"), strict=True)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    vae.load_state_dict(tensors["vae"], strict=True)
+    optimizer.load_state_dict(extra["optimizer"])
     return state
 
 

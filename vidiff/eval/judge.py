@@ -216,44 +216,24 @@ def judge_clip(
     expected = parse_caption(caption) if caption is not None else None
     num_frames, height, width, _ = frames.shape
 
-    # 2. Foreground components per frame, specks dropped
-    labels = label_components(frames.max(axis=-1) > threshold)  # (f, h, w)
-    min_area = max(3, math.ceil(min_area_fraction * height * width))
-    areas = np.bincount(labels.reshape(-1))
-    areas[0] = 0
-    frame_of = np.zeros(len(areas), dtype=np.int64)
-    frame_of[labels.reshape(-1)] = np.repeat(np.arange(num_frames), height * width)
-    kept = np.nonzero(areas >= min_area)[0]
-    object_count = np.bincount(frame_of[kept], minlength=num_frames)
-    labels = np.where(np.isin(labels, kept), labels, 0)  # specks become background
-
-    # 3. Read the largest object of each frame
-    objects = []
-    for t in range(num_frames):
-        in_frame = kept[frame_of[kept] == t]
-        if len(in_frame) == 0:
-            objects.append(None)
-            continue
-        largest = in_frame[np.argmax(areas[in_frame])]
-        objects.append(_read_object(frames[t], labels[t], largest))
+    # 2. Foreground components per frame, specks dropped, and the largest object of each frame read
+    objects, object_count = _largest_objects(frames, threshold, min_area_fraction)
 
     def per_frame(key, missing=None):
         return [o[key] if o is not None else missing for o in objects]
 
-    # 4. Clip-level colour, shape and direction
+    # 3. Clip-level colour, shape and direction
     colour, colour_agreement = _majority(per_frame("colour"))
     shape, shape_agreement = _majority(per_frame("shape"))
     rgbs = [o["mean_rgb"] for o in objects if o is not None]
     centroids = per_frame("centroid")
     direction, displacement, confidence = _direction(centroids, width, height, min_motion)
 
-    # 5. Flicker
-    signed = frames.astype(np.int16)
-    flicker = float(np.abs(np.diff(signed, axis=0)).mean() / 255) if num_frames > 1 else 0.0
+    # 4. Flicker
     object_areas = np.array(per_frame("area", 0.0))
-    mean_area = object_areas.mean()
-    area_flicker = float(np.abs(np.diff(object_areas)).mean() / mean_area) if num_frames > 1 and mean_area > 0 else 0.0
+    flicker, area_flicker = _flicker(frames, object_areas)
 
+    # 5. The result, and with a caption how it compares
     result = {
         "num_frames": int(num_frames),
         "height": int(height),
@@ -278,14 +258,52 @@ def judge_clip(
         "area_flicker": area_flicker,
     }
     if expected is not None:
-        result["caption"] = caption
-        result["expected"] = dict(zip(("colour", "shape", "direction"), expected))
-        result["colour_ok"] = colour == expected[0]
-        result["shape_ok"] = shape == expected[1]
-        result["direction_ok"] = direction == expected[2]
-        result["all_ok"] = result["colour_ok"] and result["shape_ok"] and result["direction_ok"]
-        result["single_ok"] = result["single_object_fraction"] >= 0.95
+        result.update(_compare(result, caption, expected))
     return result
+
+
+def _largest_objects(frames: np.ndarray, threshold: int, min_area_fraction: float):
+    """(per frame the largest object's reading or None, per frame the number of objects): foreground components
+    above `threshold`, specks below `min_area_fraction` of the frame dropped."""
+    num_frames, height, width, _ = frames.shape
+    labels = label_components(frames.max(axis=-1) > threshold)  # (f, h, w)
+    min_area = max(3, math.ceil(min_area_fraction * height * width))
+    areas = np.bincount(labels.reshape(-1))
+    areas[0] = 0
+    frame_of = np.zeros(len(areas), dtype=np.int64)
+    frame_of[labels.reshape(-1)] = np.repeat(np.arange(num_frames), height * width)
+    kept = np.nonzero(areas >= min_area)[0]
+    object_count = np.bincount(frame_of[kept], minlength=num_frames)
+    labels = np.where(np.isin(labels, kept), labels, 0)  # specks become background
+    objects = []
+    for t in range(num_frames):
+        in_frame = kept[frame_of[kept] == t]
+        if len(in_frame) == 0:
+            objects.append(None)
+            continue
+        largest = in_frame[np.argmax(areas[in_frame])]
+        objects.append(_read_object(frames[t], labels[t], largest))
+    return objects, object_count
+
+
+def _flicker(frames: np.ndarray, object_areas: np.ndarray) -> tuple[float, float]:
+    """(mean absolute change of consecutive frames in [0, 1], mean absolute change of the object's area relative to
+    its mean area)."""
+    num_frames = len(frames)
+    flicker = float(np.abs(np.diff(frames.astype(np.int16), axis=0)).mean() / 255) if num_frames > 1 else 0.0
+    mean_area = object_areas.mean()
+    area_flicker = float(np.abs(np.diff(object_areas)).mean() / mean_area) if num_frames > 1 and mean_area > 0 else 0.0
+    return flicker, area_flicker
+
+
+def _compare(result: dict, caption: str, expected: tuple[str, str, str]) -> dict:
+    """What a clip's reading says of its caption: each of colour, shape and direction right, all three, one object."""
+    colour_ok, shape_ok, direction_ok = (result[key] == value
+                                        for key, value in zip(("colour", "shape", "direction"), expected))
+    return {"caption": caption, "expected": dict(zip(("colour", "shape", "direction"), expected)),
+            "colour_ok": colour_ok, "shape_ok": shape_ok, "direction_ok": direction_ok,
+            "all_ok": colour_ok and shape_ok and direction_ok,
+            "single_ok": result["single_object_fraction"] >= 0.95}
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import json
 import logging
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from vidiff.model_folder import COMPONENTS, EXTRA_COMPONENTS, component_classes,
 from vidiff.models.interpolation import extrapolation_mask, interpolation_mask, masked_condition, widen_conv_in
 from vidiff.models.temporal import temporal_named_parameters
 from vidiff.training.checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
+from vidiff.training.ema import ema_decay, update_ema
 
 logger = logging.getLogger(__name__)
 TEXT_ENCODER_PREFIX = "text_encoder."  # names of text-encoder weights among the trained ones (train_text_encoder)
@@ -94,17 +96,33 @@ def trainable_parameters(unet, mode: str) -> dict[str, torch.nn.Parameter]:
     return everything if mode == "all" else {k: v for k, v in everything.items() if k not in temporal}
 
 
+@dataclass
+class Run:
+    """One training run's moving parts, set up by `train`'s steps and advanced by its loop."""
+
+    config: TrainConfig
+    accelerator: Any
+    pipe: Any  # the pipeline the models came from (validation samples through it)
+    unet: Any
+    text_encoder: Any
+    trained: dict[str, torch.nn.Parameter]  # what the optimizer updates, by name
+    noise_scheduler: Any = None
+    optimizer: Any = None
+    lr_scheduler: Any = None
+    ema: dict[str, torch.Tensor] | None = None
+    step: int = 0
+    samples_seen: int = 0
+    loss: float = float("nan")
+    checkpoint: Path | None = None  # the one resumed from
+    last_checkpoint: Path | None = None
+
+
 def train(config: TrainConfig, resume: bool | str = False, stop_after: int | None = None) -> dict[str, Any]:
     """Run (or resume) training; returns the run summary also written to `train_summary.json`.
 
     stop_after: end right after that step's checkpoint, as a killed run would (for tests and time-boxed runs).
     """
     from accelerate import Accelerator
-    from diffusers import DDPMScheduler
-    from diffusers.optimization import get_scheduler
-
-    from vidiff.data.video_folder import VideoFolderDataset
-    from vidiff.pipelines.text_to_video import TextToVideoPipeline, set_conv_layout
 
     config.check()
     output = Path(config.output)
@@ -112,18 +130,62 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
     # 1. Accelerator, models
     accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with=_tracker(),
                               project_dir=str(output), gradient_accumulation_steps=config.gradient_accumulation_steps)
-    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    run = load_models(config, accelerator)
+
+    # 2. Data: bad files are skipped and counted by the dataset; all-bad stops here, before training
+    dataset, data_summary = load_data(config, run)
+
+    # 3. Optimizer, LR schedule, EMA
+    make_optimizer(run)
+
+    # 4. Resume, then hand the models to accelerate
+    resume_run(run, _find_checkpoint(output, resume))
+    loader = prepare(run, dataset)
+
+    # 5. Training loop
+    elapsed = train_loop(run, loader, stop_after)
+
+    # 6. Final outputs: temporal weights, a full model folder, validation clips, the summary
+    summary = {
+        "steps": run.step,
+        "max_steps": config.max_steps,
+        "final_loss": run.loss,
+        "frames_per_second": elapsed["frames_per_second"],
+        "seconds": elapsed["seconds"],
+        "resumed_from": str(run.checkpoint) if run.checkpoint else None,
+        "videos": data_summary["videos"],
+        "short_videos_strided": data_summary["short_strided"],  # shorter than one clip: read at a smaller stride
+        "skipped_files": data_summary["skipped_files"],
+        "trainable": config.trainable,
+        "train_text_encoder": config.train_text_encoder,
+        "trainable_parameters": sum(p.numel() for p in run.trained.values()),
+        "latent_cache": config.cache_latents,
+    }
+    if accelerator.is_main_process and run.step == config.max_steps:
+        save_outputs(run, output)
+    if accelerator.is_main_process:
+        write_text(output / "train_summary.json", json.dumps(summary, indent=2))
+    accelerator.end_training()
+    return summary
+
+
+def load_models(config: TrainConfig, accelerator) -> Run:
+    """The pipeline's models on the device: frozen VAE and text encoder, the U-Net with its trained parameters."""
+    from diffusers import DDPMScheduler
+
+    from vidiff.pipelines.text_to_video import TextToVideoPipeline
+
+    device = accelerator.device
     pipeline_class = TextToVideoPipeline
     if config.task == "upscale":
         from vidiff.pipelines.upscale import UpscalePipeline as pipeline_class
     pipe = pipeline_class.from_pretrained(config.model, inflate_image_model=True)
     if config.task == "interpolate" and pipe.unet.unet.config.in_channels == pipe.vae.config.latent_channels:
         pipe.unet = widen_conv_in(pipe.unet)  # a base video model: add the masked-frame inputs (zero at start)
-    unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
+    unet, vae, text_encoder = pipe.unet, pipe.vae, pipe.text_encoder
     if config.task == "interpolate" and unet.unet.config.in_channels != 2 * vae.config.latent_channels + 1:
         raise ValueError(f"{config.model} has a U-Net with {unet.unet.config.in_channels} input channels; "
                          "interpolation needs a base video model or an interpolation model")
-    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     frozen_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
     for model in (vae, text_encoder):  # nn.Module.to: diffusers' .to(dtype) warns about nothing here
         torch.nn.Module.to(model.requires_grad_(False).eval(), device, frozen_dtype)
@@ -137,8 +199,14 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
         param.requires_grad_(True)
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
+    return Run(config, accelerator, pipe, unet, text_encoder, trained,
+               noise_scheduler=DDPMScheduler.from_config(pipe.scheduler.config))
 
-    # 2. Data: bad files are skipped and counted by the dataset; all-bad stops here, before training
+
+def load_data(config: TrainConfig, run: Run):
+    """(the clips to train on, the folder's summary): decoded clips, or their latents cached once."""
+    from vidiff.data.video_folder import VideoFolderDataset
+
     dataset = VideoFolderDataset(config.data, num_frames=config.num_frames, resolution=config.resolution,
                                  frame_stride=config.frame_stride, target_fps=config.target_fps,
                                  random_crop=config.random_crop, short_videos=config.short_videos, seed=config.seed)
@@ -148,134 +216,150 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
                                    frame_stride=config.frame_stride, target_fps=config.target_fps,
                                    short_videos=config.short_videos, train=False, seed=config.seed)
         with torch.no_grad():
-            dataset = LatentCache(fixed, vae, device, lowres_scale=getattr(pipe, "scale", None))
+            dataset = LatentCache(fixed, run.pipe.vae, run.accelerator.device,
+                                  lowres_scale=getattr(run.pipe, "scale", None))
+    return dataset, data_summary
 
-    # 3. Optimizer, LR schedule, EMA
+
+def make_optimizer(run: Run) -> None:
+    """AdamW over the trained parameters (conv_in's new inputs at a higher rate if asked), the LR schedule, the EMA;
+    the U-Net goes to the device in the layout sampling uses there."""
+    from diffusers.optimization import get_scheduler
+
+    from vidiff.pipelines.text_to_video import set_conv_layout
+
+    config, trained = run.config, run.trained
     fast = {k for k in trained if k.startswith("unet.conv_in.")} if config.conv_in_lr_scale != 1 else set()
     groups = [{"params": [p for k, p in trained.items() if k not in fast]}]
     if fast:  # conv_in's new condition inputs start at zero: let them catch up
         groups.append({"params": [trained[k] for k in sorted(fast)],
                        "lr": config.learning_rate * config.conv_in_lr_scale})
-    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
-    lr_scheduler = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps,
-                                 num_training_steps=config.max_steps)
-    unet.to(device)
-    set_conv_layout(unet, device)  # the layout sampling uses on this device
-    ema = {k: v.detach().clone().float() for k, v in trained.items()} if config.ema else None
+    run.optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
+    run.lr_scheduler = get_scheduler(config.lr_scheduler, run.optimizer, num_warmup_steps=config.lr_warmup_steps,
+                                     num_training_steps=config.max_steps)
+    run.unet.to(run.accelerator.device)
+    set_conv_layout(run.unet, run.accelerator.device)  # the layout sampling uses on this device
+    run.ema = {k: v.detach().clone().float() for k, v in trained.items()} if config.ema else None
 
-    # 4. Resume
-    step, samples_seen = 0, 0
-    checkpoint = _find_checkpoint(output, resume)
-    if checkpoint is not None:
-        saved = load_checkpoint(checkpoint)
-        with torch.no_grad():
-            for name, param in trained.items():
-                param.copy_(saved["params"][name])
-        if ema is not None and saved["ema"] is not None:
-            ema = {k: v.float().to(device) for k, v in saved["ema"].items()}
-        optimizer.load_state_dict(saved["optimizer"])
-        lr_scheduler.load_state_dict(saved["lr_scheduler"])
-        torch.set_rng_state(saved["torch_rng"])
-        step, samples_seen = saved["state"]["step"], saved["state"]["samples_seen"]
-        accelerator.print(f"resumed from {checkpoint} at step {step}")
 
-    sampler = ClipSampler(len(dataset), config.seed, rank, world, start=samples_seen)
+def resume_run(run: Run, checkpoint: Path | None) -> None:
+    """Restore the trained weights, EMA, optimizer, LR schedule, torch's RNG and the data position."""
+    run.checkpoint = run.last_checkpoint = checkpoint
+    if checkpoint is None:
+        return
+    saved = load_checkpoint(checkpoint)
+    with torch.no_grad():
+        for name, param in run.trained.items():
+            param.copy_(saved["params"][name])
+    if run.ema is not None and saved["ema"] is not None:
+        run.ema = {k: v.float().to(run.accelerator.device) for k, v in saved["ema"].items()}
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.lr_scheduler.load_state_dict(saved["lr_scheduler"])
+    torch.set_rng_state(saved["torch_rng"])
+    run.step, run.samples_seen = saved["state"]["step"], saved["state"]["samples_seen"]
+    run.accelerator.print(f"resumed from {checkpoint} at step {run.step}")
+
+
+def prepare(run: Run, dataset):
+    """The data loader from the resumed position; the models and optimizer prepared by accelerate; config.json."""
+    config, accelerator = run.config, run.accelerator
+    sampler = ClipSampler(len(dataset), config.seed, accelerator.process_index, accelerator.num_processes,
+                          start=run.samples_seen)
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, sampler=sampler,
                                          num_workers=config.num_workers)
-    unet.train()
+    run.unet.train()
     if config.train_text_encoder:  # prepared too, so that its gradients are averaged across processes
-        unet, text_encoder, optimizer = accelerator.prepare(unet, text_encoder, optimizer)
+        run.unet, run.text_encoder, run.optimizer = accelerator.prepare(run.unet, run.text_encoder, run.optimizer)
     else:
-        unet, optimizer = accelerator.prepare(unet, optimizer)
+        run.unet, run.optimizer = accelerator.prepare(run.unet, run.optimizer)
     if accelerator.is_main_process:
+        output = Path(config.output)
         output.mkdir(parents=True, exist_ok=True)
         write_text(output / "config.json", json.dumps(vars(config), indent=2))
         accelerator.init_trackers("vidiff")
+    return loader
 
-    # 5. Training loop
+
+def train_loop(run: Run, loader, stop_after: int | None) -> dict[str, float]:
+    """Train to max_steps (or stop_after), with logging, checkpoints and validation; returns the seconds and the
+    frames per second of the steps run here."""
+    config, accelerator = run.config, run.accelerator
     batches = iter(loader)
-    progress = tqdm(total=config.max_steps, initial=step, desc="training", disable=not accelerator.is_main_process)
-    frames_per_step = config.batch_size * config.num_frames * world * config.gradient_accumulation_steps
-    loss_value, start_time, start_step, last_checkpoint = float("nan"), time.perf_counter(), step, checkpoint
-    while step < config.max_steps:
-        for micro in range(config.gradient_accumulation_steps):
-            batch = next(batches)
-            generator = step_generator(config.seed, step, micro, rank)
-            with accelerator.accumulate(unet, text_encoder):
-                loss = _loss(batch, unet, vae, text_encoder, tokenizer, noise_scheduler, generator,
-                             config.caption_dropout, device, config.train_text_encoder, config.high_noise_fraction,
-                             (config.keep_every, config.extrapolate_fraction) if config.task == "interpolate" else None,
-                             _Upscaling(pipe, config) if config.task == "upscale" else None, config.loss_weighting)
-                losses = accelerator.gather(loss.detach()[None])
-                if not torch.isfinite(losses).all():
-                    raise TrainingDiverged(
-                        f"loss became {losses.tolist()} at step {step + 1}; last good checkpoint: "
-                        f"{last_checkpoint or 'none'}. Lower learning_rate or use bf16 instead of fp16."
-                    )
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(list(trained.values()), config.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            loss_value = losses.mean().item()
-        lr_scheduler.step()
-        step += 1
-        samples_seen += config.batch_size * config.gradient_accumulation_steps
-        if ema is not None:
-            _update_ema(ema, trained, _ema_decay(config.ema_decay, step))
+    progress = tqdm(total=config.max_steps, initial=run.step, desc="training",
+                    disable=not accelerator.is_main_process)
+    frames_per_step = (config.batch_size * config.num_frames * accelerator.num_processes
+                       * config.gradient_accumulation_steps)
+    start_time, start_step = time.perf_counter(), run.step
+    while run.step < config.max_steps:
+        train_step(run, batches)
         progress.update(1)
-        progress.set_postfix(loss=f"{loss_value:.4f}")
-
+        progress.set_postfix(loss=f"{run.loss:.4f}")
+        step = run.step
         if step % config.log_every == 0 or step == config.max_steps:
-            elapsed = time.perf_counter() - start_time
-            fps = frames_per_step * (step - start_step) / max(elapsed, 1e-9)
-            accelerator.log({"loss": loss_value, "lr": lr_scheduler.get_last_lr()[0], "frames_per_second": fps},
+            fps = frames_per_step * (step - start_step) / max(time.perf_counter() - start_time, 1e-9)
+            accelerator.log({"loss": run.loss, "lr": run.lr_scheduler.get_last_lr()[0], "frames_per_second": fps},
                             step=step)
         if step % config.checkpoint_every == 0 or step == config.max_steps or step == stop_after:
             if accelerator.is_main_process:
-                last_checkpoint = save_checkpoint(
-                    output, step, trained, ema, optimizer, lr_scheduler,
-                    {"samples_seen": samples_seen, "loss": loss_value, "written_by_rank": rank},
+                run.last_checkpoint = save_checkpoint(
+                    Path(config.output), step, run.trained, run.ema, run.optimizer, run.lr_scheduler,
+                    {"samples_seen": run.samples_seen, "loss": run.loss, "written_by_rank": accelerator.process_index},
                     config.keep_checkpoints)
             accelerator.wait_for_everyone()
         if config.validation_prompts and config.validation_every and step % config.validation_every == 0:
-            _validate(accelerator, pipe, config, step, output)
+            _validate(accelerator, run.pipe, config, step, Path(config.output))
         if step == stop_after:
             break
     progress.close()
     elapsed = time.perf_counter() - start_time
+    return {"seconds": elapsed, "frames_per_second": frames_per_step * (run.step - start_step) / max(elapsed, 1e-9)}
 
-    # 6. Final outputs: temporal weights, a full model folder, validation clips, the summary
-    summary = {
-        "steps": step,
-        "max_steps": config.max_steps,
-        "final_loss": loss_value,
-        "frames_per_second": frames_per_step * (step - start_step) / max(elapsed, 1e-9),
-        "seconds": elapsed,
-        "resumed_from": str(checkpoint) if checkpoint else None,
-        "videos": data_summary["videos"],
-        "short_videos_strided": data_summary["short_strided"],  # shorter than one clip: read at a smaller stride
-        "skipped_files": data_summary["skipped_files"],
-        "trainable": config.trainable,
-        "train_text_encoder": config.train_text_encoder,
-        "trainable_parameters": sum(p.numel() for p in trained.values()),
-        "latent_cache": config.cache_latents,
-    }
-    if accelerator.is_main_process and step == config.max_steps:
-        if ema is not None:
-            with torch.no_grad():
-                for name, param in trained.items():
-                    param.copy_(ema[name])
-        final = accelerator.unwrap_model(unet)
-        final.save_temporal_weights(output / "temporal.safetensors")
-        trained_text_encoder = accelerator.unwrap_model(text_encoder) if config.train_text_encoder else None
-        _save_model_folder(final, Path(config.model), output / "model", trained_text_encoder)
-        if config.validation_prompts:
-            _validate(accelerator, pipe, config, step, output)
-    if accelerator.is_main_process:
-        write_text(output / "train_summary.json", json.dumps(summary, indent=2))
-    accelerator.end_training()
-    return summary
+
+def train_step(run: Run, batches) -> None:
+    """One optimizer step over gradient_accumulation_steps micro-batches, then the LR schedule and the EMA."""
+    config, accelerator = run.config, run.accelerator
+    device, rank = accelerator.device, accelerator.process_index
+    for micro in range(config.gradient_accumulation_steps):
+        batch = next(batches)
+        generator = step_generator(config.seed, run.step, micro, rank)
+        with accelerator.accumulate(run.unet, run.text_encoder):
+            loss = _loss(batch, run.unet, run.pipe.vae, run.text_encoder, run.pipe.tokenizer, run.noise_scheduler,
+                         generator, config.caption_dropout, device, config.train_text_encoder,
+                         config.high_noise_fraction,
+                         (config.keep_every, config.extrapolate_fraction) if config.task == "interpolate" else None,
+                         _Upscaling(run.pipe, config) if config.task == "upscale" else None, config.loss_weighting)
+            losses = accelerator.gather(loss.detach()[None])
+            if not torch.isfinite(losses).all():
+                raise TrainingDiverged(
+                    f"loss became {losses.tolist()} at step {run.step + 1}; last good checkpoint: "
+                    f"{run.last_checkpoint or 'none'}. Lower learning_rate or use bf16 instead of fp16."
+                )
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(list(run.trained.values()), config.max_grad_norm)
+            run.optimizer.step()
+            run.optimizer.zero_grad(set_to_none=True)
+        run.loss = losses.mean().item()
+    run.lr_scheduler.step()
+    run.step += 1
+    run.samples_seen += config.batch_size * config.gradient_accumulation_steps
+    if run.ema is not None:
+        update_ema(run.ema, run.trained, ema_decay(config.ema_decay, run.step))
+
+
+def save_outputs(run: Run, output: Path) -> None:
+    """The finished run (EMA weights if kept): temporal.safetensors, a complete model/ folder, validation clips."""
+    config, accelerator = run.config, run.accelerator
+    if run.ema is not None:
+        with torch.no_grad():
+            for name, param in run.trained.items():
+                param.copy_(run.ema[name])
+    final = accelerator.unwrap_model(run.unet)
+    final.save_temporal_weights(output / "temporal.safetensors")
+    trained_text_encoder = accelerator.unwrap_model(run.text_encoder) if config.train_text_encoder else None
+    _save_model_folder(final, Path(config.model), output / "model", trained_text_encoder)
+    if config.validation_prompts:
+        _validate(accelerator, run.pipe, config, run.step, output)
 
 
 class _Upscaling:
@@ -404,17 +488,6 @@ def _encode(text_encoder, tokenizer, captions: list[str], device) -> torch.Tenso
     tokens = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                        return_tensors="pt")
     return text_encoder(tokens.input_ids.to(device))[0].float()
-
-
-def _ema_decay(decay: float, step: int) -> float:
-    """Warm-up as in diffusers' EMAModel: min(decay, (1 + step) / (10 + step))."""
-    return min(decay, (1 + step) / (10 + step))
-
-
-@torch.no_grad()
-def _update_ema(ema: dict[str, torch.Tensor], params: dict[str, torch.nn.Parameter], decay: float) -> None:
-    for name, param in params.items():
-        ema[name].mul_(decay).add_(param.detach().float(), alpha=1 - decay)
 
 
 def _find_checkpoint(output: Path, resume: bool | str) -> Path | None:
