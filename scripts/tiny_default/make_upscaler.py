@@ -39,8 +39,8 @@ from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionUpscalePipeli
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from vidiff.atomic import write_text
+from vidiff.model_folder import DEFAULT_MODEL_DIR, read_index, vae_scale_factor
 from vidiff.models.inflate_folder import inflate_model_folder
-from vidiff.model_folder import DEFAULT_MODEL_DIR
 from vidiff.models.pixel_codec import PixelShuffleCodec
 from vidiff.pipelines.upscale import default_low_res_scheduler
 from vidiff.testing.tiny import make_scheduler
@@ -68,7 +68,7 @@ def main(argv=None) -> Path:
         vae = PixelShuffleCodec(factor=args.codec, scaling_factor=args.scaling_factor if args.residual else 1.0)
     else:
         vae = AutoencoderKL.from_pretrained(args.vae)
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    factor = vae_scale_factor(vae.config)
     fold, rest = divmod(factor, args.scale)
     if fold < 1 or rest:
         parser.error(f"--scale {args.scale} must divide the autoencoder's factor {factor}")
@@ -108,7 +108,7 @@ def main(argv=None) -> Path:
     out = inflate_model_folder(image, args.out, overwrite=True, max_frames=args.max_frames)
     if args.residual:
         index_path = out / "model_index.json"
-        write_text(index_path, json.dumps({**json.loads(index_path.read_text()), "residual": True}, indent=2) + "\n")
+        write_text(index_path, json.dumps({**read_index(out), "residual": True}, indent=2) + "\n")
     print(f"wrote {out} (2-D source: {image})")
     return out
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from vidiff.io.video import check_frames
+
 BASELINES = ("repeat", "blend", "farneback")
 
 
 def _check(keyframes: np.ndarray, factor: int) -> None:
-    if keyframes.ndim != 4 or keyframes.shape[-1] != 3 or keyframes.dtype != np.uint8 or len(keyframes) < 2:
-        raise ValueError(f"keyframes must be uint8 (N >= 2, h, w, 3), got {keyframes.dtype} {keyframes.shape}")
+    check_frames(keyframes, "keyframes", min_frames=2)
     if factor < 2:
         raise ValueError(f"factor {factor} must be at least 2")
 

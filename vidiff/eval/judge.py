@@ -19,6 +19,7 @@ from collections import Counter
 import numpy as np
 
 from vidiff.data.shapes import COLOURS, HELD_OUT, parse_caption
+from vidiff.io.video import check_frames
 
 THRESHOLD = 60  # a pixel is foreground when its max channel exceeds this (the dimmest named colour peaks at 210)
 MIN_AREA_FRACTION = 0.005  # components smaller than this fraction of the frame (and than 3 pixels) are specks
@@ -211,8 +212,7 @@ def judge_clip(
     """
     # 1. Check inputs
     frames = np.asarray(frames)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
-        raise ValueError(f"frames must be uint8 (f, h, w, 3) with f >= 1, got {frames.dtype} {frames.shape}")
+    check_frames(frames)
     expected = parse_caption(caption) if caption is not None else None
     num_frames, height, width, _ = frames.shape
 

@@ -26,7 +26,7 @@ import numpy as np
 from vidiff.atomic import write_text
 from vidiff.data.shapes import ALL_COMBOS, COLOURS, DIRECTIONS, HELD_OUT, SHAPES, caption, combinations, render_clip
 from vidiff.eval.judge import judge_clip, summarize, to_markdown
-from vidiff.model_folder import COMPONENTS, check_model_folder
+from vidiff.model_folder import COMPONENTS, check_model_folder, component_config, vae_scale_factor
 from vidiff.model_folder import check_video_model as check_model_configs
 
 SPLITS = ("all", "train", "heldout")
@@ -94,11 +94,9 @@ def check_out_dir(out_dir: str | os.PathLike) -> None:
 
 def frame_size(model_dir: str | os.PathLike) -> int:
     """The frame side in pixels a model samples by default: U-Net sample size times the VAE's downscale."""
-    model_dir = Path(model_dir)
-    unet = json.loads((model_dir / "unet" / "config.json").read_text())
+    unet = component_config(model_dir, "unet")
     sample_size = unet["spatial_config"]["sample_size"] if "spatial_config" in unet else unet["sample_size"]
-    vae = json.loads((model_dir / "vae" / "config.json").read_text())
-    return int(sample_size) * 2 ** (len(vae["block_out_channels"]) - 1)
+    return int(sample_size) * vae_scale_factor(component_config(model_dir, "vae"))
 
 
 def eval_seed(seed: int, *indices: int) -> int:

@@ -118,16 +118,21 @@ def _output_suffix(path: str | os.PathLike) -> str:
     return suffix
 
 
-def _check_frames(frames: np.ndarray, suffix: str) -> None:
+def check_frames(frames: np.ndarray, name: str = "frames", min_frames: int = 1) -> None:
+    """The one check of the frames vidiff passes around: a numpy uint8 array (f, h, w, 3), f >= min_frames."""
     if not isinstance(frames, np.ndarray):
-        raise ValueError(f"frames must be a numpy uint8 array shaped (f, h, w, 3), got {type(frames).__name__}")
+        raise ValueError(f"{name} must be a numpy uint8 array shaped (f, h, w, 3), got {type(frames).__name__}")
     got = f"got {frames.dtype} array of shape {frames.shape}"
     if frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 (0..255), {got}; convert with (x * 255).round().astype(np.uint8)")
+        raise ValueError(f"{name} must be uint8 (0..255), {got}; convert with (x * 255).round().astype(np.uint8)")
     if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be shaped (f, h, w, 3) RGB, {got}; repeat a grey channel to 3 first")
-    if 0 in frames.shape:
-        raise ValueError(f"frames must hold at least one frame of at least 1x1 pixels, {got}")
+        raise ValueError(f"{name} must be shaped (f, h, w, 3) RGB, {got}; repeat a grey channel to 3 first")
+    if 0 in frames.shape[1:] or len(frames) < min_frames:
+        raise ValueError(f"{name} must hold at least {min_frames} frames of at least 1x1 pixels, {got}")
+
+
+def _check_frames(frames: np.ndarray, suffix: str) -> None:
+    check_frames(frames)
     height, width = frames.shape[1:3]
     if suffix == ".mp4" and (height % 2 or width % 2):
         raise ValueError(f"H.264 (.mp4) needs an even width and height, got {width}x{height}; "

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidiff.model_folder import (DEFAULT_GUIDANCE, MODEL_INDEX, component_class, component_config, read_index, read_json,
-                                 recommended_guidance, vae_scale_factor)
+from vidiff.model_folder import (DEFAULT_GUIDANCE, MODEL_INDEX, component_class, component_config, read_index,
+                                  read_json, recommended_guidance, vae_scale_factor)
 
 CASCADE_FILE = "cascade.json"
 STAGE_SETTING = {"interpolation": "factor", "upscale": "scale"}  # each stage's one number, and its name

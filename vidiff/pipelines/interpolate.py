@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from vidiff.io.video import check_frames
 from vidiff.models.interpolation import interpolation_mask, masked_condition
 from vidiff.pipelines.text_to_video import TextToVideoPipeline, to_uint8
 
@@ -26,10 +27,7 @@ def window_spans(num_keyframes: int, factor: int, max_frames: int) -> list[tuple
 
 
 def check_interpolation_inputs(frames: np.ndarray, factor: int, vae_scale: int = 8) -> None:
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 (f, h, w, 3), got {frames.dtype} {tuple(frames.shape)}")
-    if len(frames) < 2:
-        raise ValueError(f"interpolation needs at least 2 frames, got {len(frames)}")
+    check_frames(frames, min_frames=2)
     if not isinstance(factor, int) or factor < 2:
         raise ValueError(f"factor {factor!r} must be an integer of at least 2 (frames out = (N - 1) * factor + 1)")
     if frames.shape[1] % vae_scale or frames.shape[2] % vae_scale:

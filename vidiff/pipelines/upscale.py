@@ -28,6 +28,7 @@ from diffusers import DDPMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from einops import rearrange
 
+from vidiff.io.video import check_frames
 from vidiff.model_folder import read_index
 from vidiff.pipelines.text_to_video import TextToVideoOutput, TextToVideoPipeline, to_uint8
 
@@ -195,8 +196,7 @@ class UpscalePipeline(TextToVideoPipeline):
 
     def _lowres_tensor(self, frames) -> torch.Tensor:
         if isinstance(frames, np.ndarray):
-            if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-                raise ValueError(f"frames must be uint8 (f, h, w, 3), got {frames.dtype} {tuple(frames.shape)}")
+            check_frames(frames)
             return rearrange(torch.from_numpy(frames).float().div(127.5).sub(1), "f h w c -> 1 c f h w")
         if frames.ndim != 5 or frames.shape[:2] != (1, 3):
             raise ValueError(f"frames must be a (1, 3, f, h, w) tensor, got {tuple(frames.shape)}")
@@ -233,8 +233,7 @@ def upscale(
 ) -> np.ndarray:
     """uint8 frames (f, h, w, 3) -> uint8 (f, h * scale, w * scale, 3), in passes of the model's own scale."""
     passes = upscale_passes(scale, pipe.scale)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 (f, h, w, 3), got {frames.dtype} {tuple(frames.shape)}")
+    check_frames(frames)
     for index in range(passes):
         frames = pipe(frames, prompt=prompt, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                       noise_level=noise_level, generator=torch.Generator().manual_seed(seed + index),
