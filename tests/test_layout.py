@@ -42,3 +42,18 @@ def test_runtime_modules_never_import_the_testing_scaffolding():
     importers = {m for m in graph.modules if not m.startswith("vidiff.testing")
                  and graph.find_modules_directly_imported_by(m) & {"vidiff.testing.tiny", "vidiff.testing.configs"}}
     assert importers == set()
+
+
+def test_tiny_builders_seed_only_their_own_generator():
+    import torch
+
+    from vidiff.testing.tiny import make_unet2d, make_vae
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first = make_unet2d(width=32, seed=5)
+    make_vae(seed=5)
+    assert torch.equal(torch.rand(3), expected)  # the caller's random stream is untouched
+    again = make_unet2d(width=32, seed=5)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
