@@ -36,7 +36,7 @@ from diffusers.models.unets.unet_2d_blocks import (
     UNetMidBlock2DCrossAttn,
     UpBlock2D,
 )
-from diffusers.utils import BaseOutput, apply_lora_scale
+from diffusers.utils import BaseOutput
 from einops import rearrange
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -127,7 +127,6 @@ class VideoUNet(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterMixin):
 
     # ------------------------------------------------------------------------------------------------ forward
 
-    @apply_lora_scale("cross_attention_kwargs")  # cross_attention_kwargs={"scale": s} scales LoRAs, as in diffusers
     def forward(
         self,
         sample: torch.Tensor,
