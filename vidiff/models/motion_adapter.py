@@ -38,6 +38,12 @@ ORIGINAL_TO_VIDIFF = (
     (".ff_norm.", ".norm3."),
 )
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+# AnimateDiff's released checkpoints may hold this entry beside the tensors; its loaders drop it unread
+# (`state_dict.pop("animatediff_config", "")`, commit 0e9ad27 "add dummy key"). Its own saving code (train.py) never
+# writes it: checkpoints are {"epoch": int, "global_step": int, "state_dict": tensors}, all of which
+# `weights_only=True` reads. So no type is added to torch's safe globals: an entry that weights_only refuses (code,
+# or any object) refuses the whole file.
+ANIMATEDIFF_DUMMY = "animatediff_config"
 
 
 def load_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -56,6 +62,8 @@ def load_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise ValueError(f"refused to load {path}: it holds more than tensors, and only weights are loaded "
                          f"(weights_only=True): {reason}") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if isinstance(state, dict):  # AnimateDiff's v3 files carry a dummy entry its loaders drop (see ANIMATEDIFF_DUMMY)
+        state = {k: v for k, v in state.items() if k != ANIMATEDIFF_DUMMY}
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} does not hold a state dict of tensors")
     return state
