@@ -121,7 +121,7 @@ def diffusers_lora(folder, sd, adapter_folder, targets, text_encoder=False, rank
 
 def kohya_lora(path, sd, rank=4, alpha=2.0, seed=0, text_encoder=False):
     """A kohya / A1111 SD LoRA: spatial attention projections, the transformers' 1x1 conv proj_in / proj_out, and
-    (text_encoder) CLIP's attention, each `lora_down` (rank, in), `lora_up` (out, rank), `alpha` (scale alpha / rank)."""
+    (text_encoder) CLIP's attention: each `lora_down` (rank, in), `lora_up` (out, rank), `alpha` (scale alpha/rank)."""
     generator = torch.Generator().manual_seed(seed)
     state = {}
     layers = [(f"lora_unet_{n.replace('.', '_')}", m) for n, m in sd["unet"].named_modules()
@@ -351,9 +351,9 @@ def test_lora_for_other_widths_names_the_layer_and_both_shapes(pipes, tmp_path):
                            use_motion_mid_block=True)
     wide.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=MOTION))
     AnimateDiffPipeline.save_lora_weights(tmp_path / "wide", unet_lora_layers=get_peft_model_state_dict(wide))
-    with pytest.raises(ValueError, match=r"the LoRA for down_blocks.0.motion_modules.0.transformer_blocks.0.attn1.to_\w+"
-                                         r" was made for other widths: its lora_A has shape \(4, 64\) \(input width "
-                                         r"64\), the layer takes 32 -> 32"):
+    layer = r"down_blocks.0.motion_modules.0.transformer_blocks.0.attn1.to_\w+"
+    shapes = r"its lora_A has shape \(4, 64\) \(input width 64\), the layer takes 32 -> 32"
+    with pytest.raises(ValueError, match=rf"the LoRA for {layer} was made for other widths: {shapes}"):
         ours.load_lora_weights(tmp_path / "wide")
     _nothing_loaded(ours)
 
