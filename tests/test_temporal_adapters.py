@@ -149,3 +149,20 @@ def test_lean_path_runs_only_without_adapters(models, monkeypatch):
     run(video, inputs)
     motion_modules = sum(isinstance(m, TemporalAttention) for m in video.modules())
     assert sum(calls) == 2 * motion_modules == 26  # the two frame attentions of every motion module
+
+
+def test_lora_on_temporal_convs_equals_its_merged_weights(tmp_path):
+    """Temporal convs (no diffusers counterpart): a peft LoRA on them counts, as peft's own merge says."""
+    from vidiff.models.inflate import inflate_unet
+
+    video = inflate_unet(tiny_unet2d("sd15"), temporal_attention=False).eval()
+    inputs = video_inputs(TINY_CONFIGS["sd15"], frames=5)[:3]
+    base = run(video, inputs)
+    torch.manual_seed(0)
+    video.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=r".*temporal_convs\.\d+\.conv",
+                                 init_lora_weights=False))
+    with_lora = run(video, inputs)
+    assert (with_lora - base).abs().max() > 1e-2
+    video.fuse_lora()  # peft merges W + B A into the conv; the merged conv is plain again after unloading
+    video.unload_lora()
+    torch.testing.assert_close(run(video, inputs), with_lora, atol=1e-5, rtol=1e-5)

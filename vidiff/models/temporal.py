@@ -44,6 +44,10 @@ class TemporalConv(nn.Module):
         (one copy in) was also faster on the CPU than one matmul of the stacked taps plus shifted adds.
         """
         channels, height, width = x.shape[1:]
+        if type(self.conv) is not nn.Conv1d or self.conv._forward_hooks or self.conv._forward_pre_hooks:
+            # an adapter (peft LoRA), wrapper or hook on the conv: run its own forward, on the textbook layout
+            h = self.conv(rearrange(x, "(b f) c h w -> (b h w) c f", f=num_frames))
+            return rearrange(h, "(b h w) c f -> (b f) c h w", h=height, w=width)
         h = x.permute(0, 2, 3, 1).reshape(-1, num_frames, height * width, channels).permute(0, 3, 1, 2)
         h = F.conv2d(h, self.conv.weight.unsqueeze(-1), self.conv.bias, padding=(self.conv.padding[0], 0))
         return h.permute(0, 2, 3, 1).reshape(-1, height, width, channels).permute(0, 3, 1, 2)
