@@ -31,6 +31,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from vidiff.atomic import atomic_path
 from vidiff.models.motion_adapter import ORIGINAL_TO_VIDIFF, PICKLE_SUFFIXES, load_weights_file
 
 # The layouts a LoRA file may use, for messages about files that fit none of them.
@@ -43,6 +44,16 @@ EXPECTED_LAYOUT = (
 )
 LORA_METADATA_KEY = "lora_adapter_metadata"  # where diffusers' save_lora_weights records each LoraConfig
 U_NET_BLOCKS = ("down_blocks.", "mid_block.", "up_blocks.")
+
+# What `trainable: lora` puts LoRAs on (TrainConfig.lora_targets), as peft target patterns over VideoUNet names:
+# the q, k, v and output projections of the motion modules' two frame attentions (a MotionLoRA), or of the image
+# layers' self- and cross-attention, or both.
+_PROJECTIONS = r"transformer_blocks\.\d+\.attn[12]\.(to_q|to_k|to_v|to_out\.0)"
+LORA_TARGETS = {
+    "temporal": rf".*\.motion_modules\.\d+\.{_PROJECTIONS}",
+    "spatial": rf"unet\..*\.attentions\.\d+\.{_PROJECTIONS}",
+}
+LORA_TARGETS["both"] = f"({LORA_TARGETS['temporal']})|({LORA_TARGETS['spatial']})"
 
 
 def read_lora_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
@@ -191,3 +202,48 @@ def _rename_path(name: str) -> str:
     bare = name.removeprefix("^")
     is_path = bare.startswith(U_NET_BLOCKS + ("conv_in", "conv_out", "time_embedding")) and "*" not in bare
     return to_vidiff_name(name) if is_path else name
+
+
+# ------------------------------------------------------------------------------------------------------ training
+
+
+def add_lora(video: nn.Module, rank: int = 8, alpha: float | None = None, targets: str = "temporal",
+             adapter_name: str = "default", seed: int = 0) -> dict[str, nn.Parameter]:
+    """Put a trainable peft LoRA on `targets` (a key of `LORA_TARGETS`) and return its parameters by name.
+
+    peft's default init: lora_A random (drawn from a generator seeded by `seed`, so a resumed run starts alike),
+    lora_B zero, so the model is unchanged at the start. Scale alpha / rank; alpha None means rank (scale 1.0).
+    """
+    from peft import LoraConfig
+
+    if targets not in LORA_TARGETS:
+        raise ValueError(f"lora_targets={targets!r}; choose one of {', '.join(LORA_TARGETS)}")
+    config = LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=LORA_TARGETS[targets])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        video.add_adapter(config, adapter_name=adapter_name)
+    params = {n: p for n, p in video.named_parameters() if ".lora_" in n and f".{adapter_name}." in n}
+    if not params:
+        raise ValueError(f"this model has no layers for lora_targets={targets!r} (no attention there)")
+    return params
+
+
+def save_lora(video: nn.Module, path: str | os.PathLike, adapter_name: str = "default") -> Path:
+    """Write the adapter as a diffusers LoRA file (`unet.` + `UNetMotionModel` names, its LoraConfig as metadata),
+    which vidiff's and diffusers' `AnimateDiffPipeline.load_lora_weights` both read. Written atomically."""
+    from diffusers.loaders import StableDiffusionLoraLoaderMixin
+    from peft.utils import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(video, adapter_name=adapter_name)
+    layers = {}
+    for key, value in state.items():
+        module_name, _, parameter = key.partition(".lora_")
+        layers[f"{to_diffusers_name(module_name)}.lora_{parameter}"] = value.detach().contiguous().cpu()
+    config = video.peft_config[adapter_name].to_dict()
+    # the layers by name, so that the config means the same in UNetMotionModel (the patterns use VideoUNet names)
+    config["target_modules"] = sorted({key.partition(".lora_")[0] for key in layers})
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        StableDiffusionLoraLoaderMixin.save_lora_weights(tmp.parent, unet_lora_layers=layers, weight_name=tmp.name,
+                                                         unet_lora_adapter_metadata=config)
+    return path
