@@ -66,7 +66,8 @@ def test_lora_file_loads_alike_in_vidiff_and_animatediff_pipeline(targets, motio
     lora = load_file(out / "lora.safetensors")
     motion = [k for k in lora if ".motion_modules." in k]
     spatial = [k for k in lora if re.match(r"unet\.(down|up)_blocks\.\d+\.attentions\.|unet\.mid_block\.attentions", k)]
-    assert all(k.startswith("unet.") and re.search(r"\.(to_q|to_k|to_v|to_out\.0)\.lora_[AB]\.weight$", k) for k in lora)
+    layer = r"\.(to_q|to_k|to_v|to_out\.0)\.lora_[AB]\.weight$"
+    assert all(k.startswith("unet.") and re.search(layer, k) for k in lora)
     assert len(motion) == 2 * 4 * 2 * 13 and len(spatial) == (2 * 4 * 2 * 10 if targets == "both" else 0)
     assert len(lora) == len(motion) + len(spatial) and summary["trainable_parameters"] == sum(
         v.numel() for v in lora.values())
