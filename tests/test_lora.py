@@ -377,9 +377,12 @@ def test_pickle_that_holds_code_is_refused(pipes, tmp_path):
 def test_scales_must_be_numbers(pipes, sd_components, adapter_folder, tmp_path):
     ours, _ = pipes
     ours.load_lora_weights(diffusers_lora(tmp_path / "lora", sd_components, adapter_folder, MOTION), "x")
-    for bad in ("abc", float("nan"), True, {"unet": 0.5}):
-        with pytest.raises(ValueError, match=r"adapter weight for 'x' .* is not a finite number"):
+    for bad in ("abc", float("nan"), True, {"unet": {"down": 0.5}}):
+        with pytest.raises(ValueError, match=r"adapter weight for 'x' .*is not a finite number"):
             ours.set_adapters("x", bad)
+    with pytest.raises(ValueError, match="names 'vae'; name unet or text_encoder"):
+        ours.set_adapters("x", {"vae": 0.5})
+    ours.set_adapters("x", {"unet": 0.5, "text_encoder": 1.0})  # per component, as diffusers takes it
     with pytest.raises(ValueError, match="adapter name 'x' is already loaded"):
         ours.load_lora_weights(tmp_path / "lora", adapter_name="x")
 
@@ -398,6 +401,11 @@ def test_cli_entry_points(pipes, sd_components, adapter_folder, tmp_path):
     with pytest.raises(FileNotFoundError, match="LoRA file not found: .*missing.safetensors"):
         parse_lora_spec(f"{tmp_path / 'missing.safetensors'}=0.5")
 
+    bad = tmp_path / "bad.safetensors"
+    save_file({"unet.down_blocks.9.attentions.0.proj_in.lora_A.weight": torch.zeros(4, 8)}, bad)
+    with pytest.raises(ValueError, match="name no layer"):  # the second fails: the first is taken out again
+        load_loras(ours, [(motion, 0.7), (bad, 1.0)])
+    _nothing_loaded(ours)
     records = load_loras(ours, [parse_lora_spec(f"{motion}=0.7"), parse_lora_spec(f"{style}=0.5")])
     expected = hashlib.sha256((motion / "pytorch_lora_weights.safetensors").read_bytes()).hexdigest()
     assert records[0] == {"path": str(motion), "sha256": expected, "scale": 0.7}

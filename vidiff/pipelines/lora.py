@@ -77,29 +77,44 @@ class VideoLoraLoaderMixin(StableDiffusionLoraLoaderMixin):
         elif adapter_name in in_use:
             raise ValueError(f"adapter name {adapter_name!r} is already loaded; choose another, or unload it first")
 
-        # 4. Load through diffusers; if the text encoder's part fails, the U-Net's is taken out again
+        # 4. Load through diffusers (each part with its own recorded LoraConfig, if the file has one); if the text
+        #    encoder's part fails, the U-Net's is taken out again
         if unet_state:
             self.load_lora_into_unet(unet_state, network_alphas=unet_alphas, unet=unet, adapter_name=adapter_name,
-                                     metadata=unet_metadata, _pipeline=self)
+                                     metadata=_part(unet_metadata, self.unet_name), _pipeline=self)
         if text_state:
             try:
                 self.load_lora_into_text_encoder(text_state, network_alphas=network_alphas,
                                                  text_encoder=self.text_encoder, lora_scale=self.lora_scale,
-                                                 adapter_name=adapter_name, metadata=metadata, _pipeline=self)
+                                                 adapter_name=adapter_name,
+                                                 metadata=_part(metadata, self.text_encoder_name), _pipeline=self)
             except Exception:
                 if unet_state:
                     unet.delete_adapters(adapter_name)
                 raise
 
     def set_adapters(self, adapter_names: str | list[str],
-                     adapter_weights: float | list[float] | None = None) -> None:
-        """Activate `adapter_names` with one weight each (None: 1.0), as diffusers' `set_adapters`."""
+                     adapter_weights: float | dict | list[float | dict] | None = None) -> None:
+        """Activate `adapter_names` with one weight each (None: 1.0), as diffusers' `set_adapters`; a weight may
+        be a dict per component, `{"unet": 0.8, "text_encoder": 1.0}`. Per-block weights are not supported."""
         names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
         weights = adapter_weights if isinstance(adapter_weights, list) else [adapter_weights] * len(names)
         for name, weight in zip(names, weights):
-            if weight is not None:
-                check_scale(weight, f"adapter weight for {name!r}")
+            parts = weight if isinstance(weight, dict) else {"": weight}
+            for part, value in parts.items():
+                if part and part not in self._lora_loadable_modules:
+                    raise ValueError(f"adapter weight for {name!r} names {part!r}; name unet or text_encoder")
+                if value is not None:
+                    check_scale(value, f"adapter weight for {name!r}{f' ({part})' if part else ''}")
         super().set_adapters(names, weights)
+
+
+def _part(metadata: dict[str, Any] | None, prefix: str) -> dict[str, Any] | None:
+    """The metadata entries of one component, or None if the file recorded none for it (diffusers would otherwise
+    build a default LoraConfig from an empty dict)."""
+    if not metadata or not any(key.startswith(f"{prefix}.") for key in metadata):
+        return None
+    return metadata
 
 
 def check_scale(value: Any, what: str = "LoRA scale") -> float:
@@ -143,10 +158,16 @@ def lora_record(path: str | os.PathLike, scale: float) -> dict[str, Any]:
 def load_loras(pipe: VideoLoraLoaderMixin, specs: list[tuple[str | os.PathLike, float]]) -> list[dict[str, Any]]:
     """Load each `(path, scale)` as its own adapter (`lora0`, `lora1`, ...) and activate them all at their scales.
     Returns the sidecar records, in order."""
+    scales = [check_scale(scale) for _, scale in specs]
     names = []
-    for i, (path, _) in enumerate(specs):
-        names.append(f"lora{i}")
-        pipe.load_lora_weights(path, adapter_name=names[-1])
-    if names:
-        pipe.set_adapters(names, [check_scale(scale) for _, scale in specs])
+    try:
+        for i, (path, _) in enumerate(specs):
+            pipe.load_lora_weights(path, adapter_name=f"lora{i}")
+            names.append(f"lora{i}")
+        if names:
+            pipe.set_adapters(names, scales)
+    except Exception:
+        if names:  # all or none: the ones already loaded go again
+            pipe.delete_adapters(names)
+        raise
     return [lora_record(path, scale) for path, scale in specs]
