@@ -39,9 +39,10 @@ class VideoLoraLoaderMixin(StableDiffusionLoraLoaderMixin):
 
         Takes a diffusers / peft LoRA (a `.safetensors` file or the folder `save_lora_weights` writes), a kohya /
         A1111 SD LoRA, an original AnimateDiff MotionLoRA (`.ckpt`, read with `weights_only=True`), or a state dict.
-        A file that does not fit this model raises `ValueError` and nothing is loaded.
+        A file that does not fit this model raises `ValueError` and nothing is loaded. kwargs go to diffusers'
+        `lora_state_dict` (e.g. `unet_config`).
         """
-        # 1. Read: pickles through vidiff's weights-only reader, the rest as diffusers reads it (with its metadata)
+        # 1. Read: safetensors with the LoraConfig diffusers records in them, pickles weights-only (never code)
         source = "the LoRA state dict"
         if isinstance(pretrained_model_name_or_path_or_dict, dict):
             state, metadata = dict(pretrained_model_name_or_path_or_dict), None
