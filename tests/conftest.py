@@ -81,3 +81,24 @@ def tiny_video_folder(tiny_sd_folder, tmp_path_factory):
     from vidiff.models.inflate_folder import inflate_model_folder
 
     return inflate_model_folder(tiny_sd_folder, tmp_path_factory.mktemp("video") / "tiny-video", max_frames=16)
+
+
+def tiny_motion_adapter(seed: int = 0, mid: bool = True, max_len: int = 24):
+    """A diffusers `MotionAdapter` for the tiny sd15 U-Net, with every motion module's output non-zero."""
+    from diffusers import MotionAdapter
+
+    torch.manual_seed(seed)
+    config = TINY_CONFIGS["sd15"]
+    adapter = MotionAdapter(
+        block_out_channels=tuple(config["block_out_channels"]),
+        motion_layers_per_block=config["layers_per_block"],
+        motion_num_attention_heads=4,
+        motion_norm_num_groups=config["norm_num_groups"],
+        motion_max_seq_length=max_len,
+        use_motion_mid_block=mid,
+    )
+    with torch.no_grad():
+        for name, param in adapter.named_parameters():
+            if "proj_out" in name:
+                param.normal_(0, 0.2)
+    return adapter.eval()

@@ -88,7 +88,7 @@ def test_original_animatediff_layout_loads_and_matches(tmp_path, suffix):
     if suffix == ".safetensors":
         save_file(original, path)
     else:
-        torch.save({"state_dict": original}, path)
+        torch.save({"state_dict": {**original, "animatediff_config": ""}}, path)  # v3 files carry this dummy
     # original files do not record head counts (AnimateDiff always used 8); this tiny adapter has 4
     video = inflate_with_motion_adapter(unet2d, path, max_frames=24, temporal_num_attention_heads=4).eval()
     sample, timestep, text, _ = video_inputs(TINY_CONFIGS["sd15"], frames=5)
@@ -99,7 +99,7 @@ def test_original_animatediff_layout_loads_and_matches(tmp_path, suffix):
 
 def test_export_round_trip_through_diffusers(tmp_path, adapter_folder):
     unet2d = tiny_unet2d("sd15")
-    video = inflate_with_motion_adapter(unet2d, adapter_folder, temporal_conv=False).eval()
+    video = inflate_with_motion_adapter(unet2d, adapter_folder, temporal_conv=True).eval()  # convs at identity
     with torch.no_grad():
         for name, param in video.named_parameters():
             if ".motion_modules." in name:
@@ -110,6 +110,30 @@ def test_export_round_trip_through_diffusers(tmp_path, adapter_folder):
     with torch.no_grad():
         ours = video(sample, timestep, text).sample
     torch.testing.assert_close(diffusers_output(unet2d, reloaded, sample, timestep, text), ours, atol=1e-5, rtol=1e-5)
+
+
+def test_export_refuses_to_drop_trained_temporal_convs_unless_told(tmp_path, adapter_folder, caplog):
+    unet2d = tiny_unet2d("sd15")
+    video = inflate_with_motion_adapter(unet2d, adapter_folder, temporal_conv=True).eval()
+    conv = video.up_blocks[1].temporal_convs[0].conv
+    with torch.no_grad():
+        conv.weight.add_(torch.randn_like(conv.weight) * 0.05)  # one trained conv is enough
+    with pytest.raises(ValueError, match=r"1 trained temporal convolutions \(e.g. up_blocks.1.temporal_convs.0\).*"
+                                         r"pass include_temporal_conv=False"):
+        export_motion_adapter(video, tmp_path / "exported")
+    assert not (tmp_path / "exported").exists()
+
+    export_motion_adapter(video, tmp_path / "exported", include_temporal_conv=False)
+    assert "without 1 trained temporal convolutions" in caplog.text
+    # what AnimateDiffPipeline gets is the model with that conv dropped (back at the identity), nothing else
+    sample, timestep, text, _ = video_inputs(TINY_CONFIGS["sd15"], frames=4)
+    with torch.no_grad():
+        trained = video(sample, timestep, text).sample
+        torch.nn.init.dirac_(conv.weight)
+        without = video(sample, timestep, text).sample
+    theirs = diffusers_output(unet2d, MotionAdapter.from_pretrained(tmp_path / "exported"), sample, timestep, text)
+    torch.testing.assert_close(theirs, without, atol=1e-5, rtol=1e-5)
+    assert (theirs - trained).abs().max() > 1e-3
 
 
 def test_pipeline_matches_animatediff_pipeline(tiny_sd_folder, tmp_path):

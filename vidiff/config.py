@@ -24,7 +24,13 @@ class TrainConfig:
     model: str = ""  # video model folder (from `vidiff inflate`), or a Stable Diffusion folder, inflated on load
     data: str = ""  # folder of videos, searched recursively; captions optional
     output: str = "runs/temporal"  # checkpoints, logs, validation clips, final weights
-    trainable: str = "temporal"  # temporal: motion only (spatial frozen); all; spatial: the image layers only
+    trainable: str = "temporal"  # temporal: motion only (spatial frozen); all; spatial: the image layers only;
+    # lora: peft LoRAs on lora_targets, everything else frozen, written as lora.safetensors in diffusers' format
+    lora_rank: int = 8
+    lora_alpha: float | None = None  # the LoRA's output is scaled by lora_alpha / lora_rank; None: lora_rank (1.0)
+    # temporal: the motion modules' attention q, k, v and out (a MotionLoRA); spatial: the image layers' attention
+    # (self- and cross-attention) q, k, v and out; both
+    lora_targets: str = "temporal"
     # also train the text encoder: for an encoder that never had to keep motion words apart (a text-to-image model
     # trained only on still images, like the tiny default's); CLIP from real Stable Diffusion keeps them apart
     train_text_encoder: bool = False
@@ -86,7 +92,8 @@ class TrainConfig:
     num_workers: int = 0  # data loader worker processes
 
     def check(self) -> None:
-        choices = {"trainable": ("temporal", "all", "spatial"), "short_videos": ("stride", "skip"),
+        choices = {"trainable": ("temporal", "all", "spatial", "lora"), "short_videos": ("stride", "skip"),
+                   "lora_targets": ("temporal", "spatial", "both"),
                    "task": ("generate", "interpolate", "upscale"),
                    "mixed_precision": ("no", "fp16", "bf16")}
         for key, allowed in choices.items():
@@ -118,6 +125,14 @@ class TrainConfig:
             raise ValueError(f"loss_weighting={self.loss_weighting!r} must be one of {', '.join(LOSS_WEIGHTINGS)}")
         if not 0 <= self.high_noise_fraction <= 1:
             raise ValueError(f"high_noise_fraction={self.high_noise_fraction} must be within 0..1")
+        alpha_ok = self.lora_alpha is None or (isinstance(self.lora_alpha, (int, float))
+                                               and not isinstance(self.lora_alpha, bool) and self.lora_alpha > 0)
+        if self.lora_rank < 1 or not alpha_ok:
+            raise ValueError(f"lora_rank={self.lora_rank} must be at least 1 and lora_alpha={self.lora_alpha} "
+                             "positive (or unset: lora_rank)")
+        if self.trainable == "lora" and (self.task != "generate" or self.train_text_encoder):
+            raise ValueError("trainable: lora trains LoRAs on the U-Net of a text-to-video model; it takes "
+                             "task: generate and train_text_encoder: false")
         for key in ("model", "data"):
             if not getattr(self, key):
                 raise ValueError(f"no {key} given; set it in the config or pass {key}=PATH")

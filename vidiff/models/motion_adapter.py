@@ -15,6 +15,7 @@ Pickle files load with `torch.load(weights_only=True)` only.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import re
@@ -26,7 +27,7 @@ from safetensors.torch import load_file
 
 from vidiff.atomic import atomic_dir
 from vidiff.models.inflate import inflate_unet
-from vidiff.models.temporal import TemporalAttention
+from vidiff.models.temporal import TemporalAttention, TemporalConv
 from vidiff.models.video_unet import VideoUNet
 
 # Original AnimateDiff name -> diffusers / vidiff name, applied in order.
@@ -38,7 +39,14 @@ ORIGINAL_TO_VIDIFF = (
     (".norms.1.", ".norm2."),
     (".ff_norm.", ".norm3."),
 )
+logger = logging.getLogger(__name__)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+# AnimateDiff's released checkpoints may hold this entry beside the tensors; its loaders drop it unread
+# (`state_dict.pop("animatediff_config", "")`, commit 0e9ad27 "add dummy key"). Its own saving code (train.py) never
+# writes it: checkpoints are {"epoch": int, "global_step": int, "state_dict": tensors}, all of which
+# `weights_only=True` reads. So no type is added to torch's safe globals: an entry that weights_only refuses (code,
+# or any object) refuses the whole file.
+ANIMATEDIFF_DUMMY = "animatediff_config"
 
 
 def load_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -57,6 +65,8 @@ def load_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise ValueError(f"refused to load {path}: it holds more than tensors, and only weights are loaded "
                          f"(weights_only=True): {reason}") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if isinstance(state, dict):  # AnimateDiff's v3 files carry a dummy entry its loaders drop (see ANIMATEDIFF_DUMMY)
+        state = {k: v for k, v in state.items() if k != ANIMATEDIFF_DUMMY}
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} does not hold a state dict of tensors")
     return state
@@ -162,13 +172,30 @@ def inflate_with_motion_adapter(unet2d, path: str | os.PathLike, **options: Any)
     return video
 
 
-def export_motion_adapter(video: VideoUNet, folder: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write `video`'s temporal attention as a diffusers `MotionAdapter` folder (AnimateDiffPipeline loads it)."""
+def export_motion_adapter(video: VideoUNet, folder: str | os.PathLike, overwrite: bool = False,
+                          include_temporal_conv: bool = True) -> Path:
+    """Write `video`'s temporal attention as a diffusers `MotionAdapter` folder (AnimateDiffPipeline loads it).
+
+    A MotionAdapter has no place for temporal convolutions (AnimateDiff has none), so AnimateDiffPipeline runs
+    without them. Convs still at their identity init change nothing and are left out. Trained ones would be lost
+    and the exported adapter would make other clips, so they raise `ValueError`, unless
+    `include_temporal_conv=False` drops them knowingly (with a logged warning). To keep them, save the whole model
+    (`save_pretrained`) or its temporal weights (`save_temporal_weights`), which vidiff loads.
+    """
     from diffusers import MotionAdapter
 
     config = video.config
     if not config.temporal_attention:
         raise ValueError("this model has no temporal attention to export")
+    trained_convs = trained_temporal_convs(video)
+    if trained_convs and include_temporal_conv:
+        raise ValueError(f"this model has {len(trained_convs)} trained temporal convolutions (e.g. "
+                         f"{trained_convs[0]}), which a MotionAdapter cannot hold: AnimateDiffPipeline would run "
+                         "without them and make other clips; pass include_temporal_conv=False to export without them "
+                         "knowingly, or share the whole model or its save_temporal_weights file")
+    if trained_convs:
+        logger.warning("exporting without %d trained temporal convolutions (include_temporal_conv=False): "
+                       "AnimateDiffPipeline runs the motion modules alone", len(trained_convs))
     adapter = MotionAdapter(
         block_out_channels=tuple(video.unet.config.block_out_channels),
         motion_layers_per_block=video.unet.config.layers_per_block,
@@ -188,6 +215,17 @@ def export_motion_adapter(video: VideoUNet, folder: str | os.PathLike, overwrite
     with atomic_dir(folder, overwrite=overwrite) as tmp:
         adapter.save_pretrained(tmp)
     return Path(folder)
+
+
+def trained_temporal_convs(video: VideoUNet) -> list[str]:
+    """Names of the temporal convolutions that are no longer the identity they start as (dirac kernel, zero bias)."""
+    trained = []
+    for name, module in video.named_modules():
+        if isinstance(module, TemporalConv):
+            identity = torch.nn.init.dirac_(torch.empty_like(module.conv.weight))
+            if not (torch.equal(module.conv.weight, identity) and not module.conv.bias.any()):
+                trained.append(name)
+    return trained
 
 
 def motion_module_parameters(video: VideoUNet) -> dict[str, torch.nn.Parameter]:

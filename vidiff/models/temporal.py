@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 from diffusers.models.attention import BasicTransformerBlock
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from einops import rearrange
 from torch import nn
 
@@ -43,6 +44,10 @@ class TemporalConv(nn.Module):
         (one copy in) was also faster on the CPU than one matmul of the stacked taps plus shifted adds.
         """
         channels, height, width = x.shape[1:]
+        if type(self.conv) is not nn.Conv1d or self.conv._forward_hooks or self.conv._forward_pre_hooks:
+            # an adapter (peft LoRA), wrapper or hook on the conv: run its own forward, on the textbook layout
+            h = self.conv(rearrange(x, "(b f) c h w -> (b h w) c f", f=num_frames))
+            return rearrange(h, "(b h w) c f -> (b f) c h w", h=height, w=width)
         h = x.permute(0, 2, 3, 1).reshape(-1, num_frames, height * width, channels).permute(0, 3, 1, 2)
         h = F.conv2d(h, self.conv.weight.unsqueeze(-1), self.conv.bias, padding=(self.conv.padding[0], 0))
         return h.permute(0, 2, 3, 1).reshape(-1, height, width, channels).permute(0, 3, 1, 2)
@@ -123,6 +128,8 @@ def _transformer_block(block: BasicTransformerBlock, h: torch.Tensor) -> torch.T
 
     Same parameters and the same result as diffusers' block (tested), with one fused QKV matmul per attention and
     SDPA called directly: on the 2-core CPU this made the temporal attention measurably faster (BENCHMARKS.md).
+    Only where no adapter, wrapper, hook or custom processor sits on an attention (`_is_plain`); else that
+    attention runs its own forward.
     h: (N, f, c) with N = batch * height * width.
     """
     positions = block.pos_embed.pe[:, : h.shape[1]].to(h.dtype)  # (1, f, c) sinusoidal frame positions
@@ -131,11 +138,26 @@ def _transformer_block(block: BasicTransformerBlock, h: torch.Tensor) -> torch.T
     return h + block.ff(block.norm3(h))
 
 
-def _frame_self_attention(attn, x: torch.Tensor) -> torch.Tensor:
+def _frame_self_attention(attn: Attention, x: torch.Tensor) -> torch.Tensor:
+    """Self-attention over frames, x: (N, f, c). The lean form reads the projection weights itself, so it runs only
+    where that means the same as `attn(x)`: plain `nn.Linear` projections and diffusers' default SDPA processor,
+    with no hooks. Anything else (a peft LoRA, a fused or wrapped projection, a custom processor, a hook) goes
+    through the attention's own forward, exactly as diffusers' `UNetMotionModel` runs it (tested)."""
+    if not _is_plain(attn):
+        return attn(x)
     weight = torch.cat([attn.to_q.weight, attn.to_k.weight, attn.to_v.weight])  # attention_bias=False: no biases
     q, k, v = rearrange(F.linear(x, weight), "n f (three h d) -> three n h f d", three=3, h=attn.heads)
     out = F.scaled_dot_product_attention(q, k, v)  # (N, heads, f, d)
     return attn.to_out[0](rearrange(out, "n h f d -> n f (h d)"))
+
+
+def _is_plain(attn: Attention) -> bool:
+    """True where the lean attention computes exactly what `attn(x)` would: nothing wraps or hooks the layers it
+    reads, and the processor is the default one."""
+    layers = (attn, attn.to_q, attn.to_k, attn.to_v)
+    return (type(attn.processor) is AttnProcessor2_0
+            and all(type(layer) is nn.Linear for layer in layers[1:])
+            and not any(layer._forward_hooks or layer._forward_pre_hooks for layer in layers))
 
 
 TEMPORAL_MODULE_TYPES = (TemporalConv, TemporalAttention)

@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from diffusers import UNet2DConditionModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders import PeftAdapterMixin
+from diffusers.models.attention import AttentionMixin
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d_blocks import (
     CrossAttnDownBlock2D,
@@ -75,8 +77,13 @@ class TemporalBlock(nn.Module):
         self.motion_modules = nn.ModuleList(motion_modules)
 
 
-class VideoUNet(ModelMixin, ConfigMixin):
-    """A text-to-image U-Net inflated with temporal layers: `(b, c, f, h, w)` in and out."""
+class VideoUNet(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterMixin):
+    """A text-to-image U-Net inflated with temporal layers: `(b, c, f, h, w)` in and out.
+
+    As diffusers' `UNetMotionModel`, it takes peft adapters (`PeftAdapterMixin`: `load_lora_adapter`, `set_adapters`,
+    `fuse_lora`, ...; files are read through `vidiff.models.lora`, which maps their names onto this model) and
+    attention processors on every attention layer, spatial and temporal (`AttentionMixin.set_attn_processor`).
+    """
 
     _supports_gradient_checkpointing = True
 

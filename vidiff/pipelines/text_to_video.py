@@ -24,6 +24,7 @@ from einops import rearrange
 from vidiff.model_folder import COMPONENTS, check_model_folder, component_class, component_config, vae_scale_factor
 from vidiff.models.inflate import inflate_unet
 from vidiff.models.video_unet import VideoUNet
+from vidiff.pipelines.lora import VideoLoraLoaderMixin
 
 SCHEDULERS = {
     "ddim": (DDIMScheduler, {}),
@@ -39,8 +40,11 @@ class TextToVideoOutput(BaseOutput):
     """np: uint8 (batch, f, h, w, c); pt: float (batch, c, f, h, w) in [0, 1]; latent: (batch, c, f, h/8, w/8)."""
 
 
-class TextToVideoPipeline(DiffusionPipeline):
-    """Prompt -> video with a `VideoUNet`, a VAE, a CLIP text encoder and tokenizer, and any diffusers scheduler."""
+class TextToVideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
+    """Prompt -> video with a `VideoUNet`, a VAE, a CLIP text encoder and tokenizer, and any diffusers scheduler.
+
+    LoRAs load as in diffusers' `AnimateDiffPipeline`: `load_lora_weights`, `set_adapters`, `fuse_lora`, ...
+    (`vidiff.pipelines.lora`)."""
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
 

@@ -3,7 +3,8 @@
 The objective is the latent diffusion loss of the image model, on clips: encode frames with the frozen VAE, add
 noise at a random timestep, predict the noise (or v, following the scheduler config) with the video U-Net.
 By default only the temporal layers train (AnimateDiff / Make-A-Video); `trainable: all | spatial` are there for
-building image models from scratch, as the tiny default does.
+building image models from scratch, as the tiny default does; `trainable: lora` trains peft LoRAs (a MotionLoRA on
+the temporal attention by default) and writes them as `lora.safetensors` in diffusers' format.
 
 Exact resume: every random draw in a step comes from a generator seeded by (seed, step, micro-batch, process), and
 the data position is the number of samples consumed, so a resumed run repeats the straight run bit for bit.
@@ -29,6 +30,7 @@ from vidiff.atomic import atomic_dir, write_text
 from vidiff.config import TrainConfig
 from vidiff.model_folder import COMPONENTS, EXTRA_COMPONENTS, component_classes, read_index, write_model_index
 from vidiff.models.interpolation import extrapolation_mask, interpolation_mask, masked_condition, widen_conv_in
+from vidiff.models.lora import add_lora, save_lora
 from vidiff.models.temporal import temporal_named_parameters
 from vidiff.training.checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
 from vidiff.training.ema import ema_decay, update_ema
@@ -88,7 +90,10 @@ class LatentCache(torch.utils.data.Dataset):
 
 
 def trainable_parameters(unet, mode: str) -> dict[str, torch.nn.Parameter]:
-    """Parameters to train, by name: 'temporal' (the default), 'all', or 'spatial' (everything not temporal)."""
+    """Parameters to train, by name: 'temporal' (the default), 'all', 'spatial' (everything not temporal), or
+    'lora' (the peft LoRA layers `add_lora` put on the U-Net)."""
+    if mode == "lora":
+        return {name: param for name, param in unet.named_parameters() if ".lora_" in name}
     temporal = dict(temporal_named_parameters(unet))
     if mode == "temporal":
         return temporal
@@ -190,6 +195,8 @@ def load_models(config: TrainConfig, accelerator) -> Run:
     for model in (vae, text_encoder):  # nn.Module.to: diffusers' .to(dtype) warns about nothing here
         torch.nn.Module.to(model.requires_grad_(False).eval(), device, frozen_dtype)
     unet.check_num_frames(config.num_frames)
+    if config.trainable == "lora":  # peft LoRAs, seeded by the run's seed: a resumed run builds the same ones
+        add_lora(unet, config.lora_rank, config.lora_alpha, config.lora_targets, seed=config.seed)
     trained = trainable_parameters(unet, config.trainable)
     if config.train_text_encoder:  # trained in fp32 like the U-Net's trained weights; names kept apart by a prefix
         text_encoder.to(device, torch.float32).train()
@@ -348,16 +355,20 @@ def train_step(run: Run, batches) -> None:
 
 
 def save_outputs(run: Run, output: Path) -> None:
-    """The finished run (EMA weights if kept): temporal.safetensors, a complete model/ folder, validation clips."""
+    """The finished run (EMA weights if kept): temporal.safetensors and a complete model/ folder (or lora.safetensors
+    alone), validation clips."""
     config, accelerator = run.config, run.accelerator
     if run.ema is not None:
         with torch.no_grad():
             for name, param in run.trained.items():
                 param.copy_(run.ema[name])
     final = accelerator.unwrap_model(run.unet)
-    final.save_temporal_weights(output / "temporal.safetensors")
-    trained_text_encoder = accelerator.unwrap_model(run.text_encoder) if config.train_text_encoder else None
-    _save_model_folder(final, Path(config.model), output / "model", trained_text_encoder)
+    if config.trainable == "lora":  # the LoRA alone, in diffusers' format; the base model stays as it was
+        save_lora(final, output / "lora.safetensors")
+    else:
+        final.save_temporal_weights(output / "temporal.safetensors")
+        trained_text_encoder = accelerator.unwrap_model(run.text_encoder) if config.train_text_encoder else None
+        _save_model_folder(final, Path(config.model), output / "model", trained_text_encoder)
     if config.validation_prompts:
         _validate(accelerator, run.pipe, config, run.step, output)
 
