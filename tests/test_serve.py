@@ -79,6 +79,7 @@ def test_a_page_request_makes_the_cli_clip_and_sidecar(generator, tmp_path, caps
     (dict(steps=2.5), "steps 2.5 must be a whole number"),
     (dict(steps=1000), "steps 1000 must be within 1..100"),
     (dict(seed=-1), "seed -1 must be within"),
+    (dict(seed="1e3"), "seed '1e3' must be a whole number"),
     (dict(scheduler="pndm"), "unknown scheduler 'pndm'"),
 ])
 def test_bad_requests_are_errors_in_the_page(generator, change, message):
@@ -104,7 +105,7 @@ def test_the_gallery_lists_results_and_a_click_restores_their_settings(generator
                                                        "caption": ""}})
     restored = dict(zip(("prompt", "negative_prompt", "seed", "num_frames", "steps", "guidance", "scheduler",
                          "interpolate", "upscale", "height", "width", "clip"), generator.restore(click)))
-    assert restored == {"prompt": "a blue square moving left", "negative_prompt": "blur", "seed": seed,
+    assert restored == {"prompt": "a blue square moving left", "negative_prompt": "blur", "seed": str(seed),
                         "num_frames": 4, "steps": 2, "guidance": 2.5, "scheduler": "euler", "interpolate": 1,
                         "upscale": 1, "height": 64, "width": 64, "clip": clip}
     unknown = gr.SelectData(None, {"index": 0, "value": {"image": {"path": "/etc/passwd"}}})
@@ -167,7 +168,7 @@ def test_the_api_takes_the_models_defaults_refuses_bad_input_and_paths(server):
     parameters = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/generate"]["parameters"]
     assert parameters[0]["parameter_name"] == "prompt" and not parameters[0]["parameter_has_default"]
     defaults = {p["parameter_name"]: p["parameter_default"] for p in parameters[1:] if p["parameter_has_default"]}
-    assert defaults == {"negative_prompt": "", "seed": None, "num_frames": 16, "steps": 25, "guidance": 1.5,
+    assert defaults == {"negative_prompt": "", "seed": "", "num_frames": 16, "steps": 25, "guidance": 1.5,
                         "scheduler": "ddim", "interpolate": 4, "upscale": 2, "height": 64, "width": 64}
     with pytest.raises(AppError, match="the prompt is empty"):
         client.predict("", api_name="/generate")

@@ -15,8 +15,8 @@ from vidiff.cli.common import INPUT_ERRORS
 from vidiff.process import keep_freed_memory, skip_exit_collection
 
 COMMANDS = (inflate, generate, interpolate, upscale, train, eval_command, info, serve)  # in the order --help lists them
-# Commands that sample and exit: they keep freed memory in the heap (vidiff.process.keep_freed_memory).
-SAMPLING_COMMANDS = ("generate", "interpolate", "upscale", "eval")
+# Commands that sample: they keep freed memory in the heap (vidiff.process.keep_freed_memory); all but serve then exit.
+SAMPLING_COMMANDS = ("generate", "interpolate", "upscale", "eval", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

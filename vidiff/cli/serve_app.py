@@ -94,14 +94,15 @@ class Result:
         base = record.get("base", {})
         width, height = base.get("size", (record["width"], record["height"]))
         return {"prompt": record["prompt"], "negative_prompt": record.get("negative_prompt") or "",
-                "seed": record["seed"], "num_frames": base.get("frames", record["num_frames"]),
+                "seed": str(record["seed"]), "num_frames": base.get("frames", record["num_frames"]),
                 "steps": record["steps"], "guidance": record["guidance"], "scheduler": record["scheduler"],
                 "interpolate": record.get("interpolation", {}).get("factor", 1),
                 "upscale": record.get("upscale", {}).get("scale", 1), "height": height, "width": width}
 
     def caption(self) -> str:
         r = self.record
-        return f"{r['prompt']} · seed {r['seed']} · {r['frames']} frames {r['width']}x{r['height']} · {r['steps']} steps"
+        return (f"{r['prompt']} · seed {r['seed']} · {r['frames']} frames {r['width']}x{r['height']} · "
+                f"{r['steps']} steps")
 
     def summary(self) -> str:
         r = self.record
@@ -181,26 +182,24 @@ class Generator:
         every value checked against the model; None takes the page's default (a random seed). A ValueError names
         the problem."""
         d = self.defaults
-        num_frames, steps, guidance, scheduler, interpolate, upscale, height, width = (
-            default if value is None else value
-            for value, default in ((num_frames, d.num_frames), (steps, d.steps), (guidance, d.guidance),
-                                   (scheduler, SCHEDULER_NAMES[0]), (interpolate, d.interpolate),
-                                   (upscale, d.upscale), (height, d.size), (width, d.size)))
         prompt = (prompt or "").strip()
         if not prompt:
             raise ValueError("the prompt is empty; describe the clip, e.g. 'a red circle moving right'")
+        scheduler = scheduler or SCHEDULER_NAMES[0]
         if scheduler not in SCHEDULER_NAMES:
             raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
-        values = {"seed": seed, "frames": num_frames, "steps": steps, "interpolation": interpolate,
-                  "upscale": upscale, "height": height, "width": width}
-        seed, num_frames, steps, interpolate, upscale, height, width = (_whole(name, value)
-                                                                         for name, value in values.items())
-        if seed is not None and not 0 <= seed <= MAX_SEED:
-            raise ValueError(f"seed {seed} must be within 0..{MAX_SEED}, or blank for a random one")
+        seed = _seed(seed)
+        num_frames, steps, interpolate, upscale, height, width = (
+            _whole(name, default if value is None else value)
+            for name, value, default in (("frames", num_frames, d.num_frames), ("steps", steps, d.steps),
+                                         ("interpolation", interpolate, d.interpolate),
+                                         ("upscale", upscale, d.upscale), ("height", height, d.size),
+                                         ("width", width, d.size)))
         if not 1 <= steps <= MAX_STEPS:
             raise ValueError(f"steps {steps} must be within 1..{MAX_STEPS}")
-        if guidance is None or not 0 <= guidance < math.inf:
-            raise ValueError(f"guidance {guidance} must be a number of at least 0")
+        guidance = d.guidance if guidance is None else guidance
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not 0 <= guidance < math.inf:
+            raise ValueError(f"guidance {guidance!r} must be a number of at least 0")
         job = Job(prompt=prompt, negative_prompt=(negative_prompt or "").strip() or None, num_frames=num_frames,
                   height=height, width=width, steps=steps, guidance=float(guidance))
         stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -272,15 +271,25 @@ class Generator:
         return message.replace(str(self.model), "the model").replace(str(self.output_dir), "the output folder")
 
 
-def _whole(name: str, value) -> int | None:
-    """A whole number from the page (sliders send floats), or None for a blank."""
-    if value is None or value == "":
-        if name == "seed":
-            return None
-        raise ValueError(f"{name} is blank; give a whole number")
+def _whole(name: str, value) -> int:
+    """A whole number from the page (its sliders send floats)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
         raise ValueError(f"{name} {value!r} must be a whole number")
     return int(value)
+
+
+def _seed(value) -> int | None:
+    """The seed box's text (or the API's number) as a seed; None for a blank (a random seed)."""
+    text = "" if value is None else str(value).strip()
+    if not text:
+        return None
+    try:
+        seed = int(text)
+    except ValueError:
+        raise ValueError(f"seed {text!r} must be a whole number, or blank for a random one") from None
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed {seed} must be within 0..{MAX_SEED}, or blank for a random one")
+    return seed
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -292,9 +301,9 @@ INPUT_NAMES = ("prompt", "negative_prompt", "seed", "num_frames", "steps", "guid
 
 
 def build_app(generator: Generator, max_queue: int, url: str = "URL") -> gr.Blocks:
-    """The Blocks app. Its `generate` event (api_name "generate") takes INPUT_NAMES, the prompt first, each with the
-    model's default, and returns the MP4 first: `Client(url).predict("a blue square moving left", api_name="/generate")`.
-    """
+    """The Blocks app. Its `generate` event (api_name "generate") takes INPUT_NAMES, the prompt first and each other
+    with the model's default, and returns the MP4 first:
+    `Client(url).predict("a blue square moving left", api_name="/generate")`."""
     d = generator.defaults
 
     def factor_choices(values: tuple[int, ...]) -> list[tuple[str, int]]:
@@ -309,8 +318,8 @@ def build_app(generator: Generator, max_queue: int, url: str = "URL") -> gr.Bloc
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
                 with gr.Group():
                     with gr.Row():
-                        seed = gr.Number(label="Seed", info="blank: random", precision=0, minimum=0, maximum=MAX_SEED,
-                                         elem_id="seed")
+                        seed = gr.Textbox("", label="Seed", placeholder="random", info="blank: a random one",
+                                          elem_id="seed")
                         scheduler = gr.Dropdown(list(SCHEDULER_NAMES), value=SCHEDULER_NAMES[0], label="Scheduler")
                     num_frames = gr.Slider(1, d.max_frames, value=d.num_frames, step=1, label="Frames",
                                            info=f"keyframes from the base model (at most {d.max_frames})",
@@ -328,13 +337,15 @@ def build_app(generator: Generator, max_queue: int, url: str = "URL") -> gr.Bloc
                         height = gr.Slider(d.multiple, 2 * d.size, value=d.size, step=d.multiple, label="Height")
                         width = gr.Slider(d.multiple, 2 * d.size, value=d.size, step=d.multiple, label="Width")
             with gr.Column(scale=6):
-                video = gr.Video(label="Clip (MP4)", autoplay=True, loop=True, interactive=False, elem_id="clip")
+                video = gr.Video(label="Clip (MP4)", autoplay=True, loop=True, interactive=False, height=360,
+                                 elem_id="clip")
                 summary = gr.Markdown(elem_id="summary")
                 with gr.Row():
-                    gif = gr.File(label="GIF", interactive=False, elem_id="gif")
-                    sidecar = gr.File(label="Settings (JSON sidecar)", interactive=False, elem_id="sidecar")
+                    gif = gr.DownloadButton("Download GIF", size="md", elem_id="gif")
+                    sidecar = gr.DownloadButton("Download settings (JSON sidecar)", size="md", elem_id="sidecar")
         gallery = gr.Gallery(label="This server's results: click one to restore its settings", columns=8,
-                             height="auto", allow_preview=False, object_fit="contain", elem_id="gallery")
+                             fit_columns=False, height=220, allow_preview=False, object_fit="contain",
+                             elem_id="gallery")
         gr.Markdown(f"From Python: `gradio_client.Client(\"{url}\").predict(\"a blue square moving left\", "
                     "api_name=\"/generate\")` returns the MP4's path first.")
 
