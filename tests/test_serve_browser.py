@@ -1,6 +1,7 @@
 """`vidiff serve` in a real browser: headless Chromium (the Debian packages chromium and chromium-driver, which
 .ci/run installs) types a prompt into the page, clicks Generate, and checks the clip the <video> element plays, the
-error the page shows for an empty prompt, the gallery, and that the page reaches nothing but the server.
+error the page shows for an empty prompt and for a full queue, the gallery, and that the page reaches nothing but
+the server.
 
 VIDIFF_SCREENSHOT=docs/serve.png keeps the screenshot taken after the first clip (README's picture).
 """
@@ -20,6 +21,9 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+from gradio_client import Client  # noqa: E402
+from gradio_client.utils import Status  # noqa: E402
 
 from vidiff.io.video import read_video  # noqa: E402
 from vidiff.testing.server import serve  # noqa: E402
@@ -87,7 +91,7 @@ def frames_at(src: str, folder: Path):
 
 
 def test_the_page_generates_a_clip_shows_errors_and_keeps_serving(browser, tmp_path):
-    with serve("--output-dir", str(tmp_path / "clips"), "--threads", os.environ.get("VIDIFF_TEST_THREADS", "1"),
+    with serve("--max-queue", "1", "--output-dir", str(tmp_path / "clips"), "--threads", os.environ.get("VIDIFF_TEST_THREADS", "1"),
                cwd=tmp_path) as server:
         try:
             use_the_page(browser, server, tmp_path)
@@ -138,6 +142,19 @@ def use_the_page(browser, server, tmp_path: Path) -> None:
     assert browser.find_element(By.CSS_SELECTOR, "#seed input, #seed textarea").get_attribute("value") == "3"
     assert browser.find_element(By.CSS_SELECTOR, "#steps input[type=number]").get_attribute("value") == "3"
 
-    # 4. Everything the page loaded came from the server
+    # 4. A full queue says so in the page: one call holds the model and one waits (--max-queue 1)
+    client = Client(server.url, verbose=False)
+    holding = client.submit("a red circle moving right", num_frames=16, steps=25, interpolate=1, upscale=1,
+                            api_name="/generate")
+    wait.until(lambda d: holding.status().code in (Status.PROCESSING, Status.PROGRESS))
+    waiting = client.submit("a blue square moving left", num_frames=4, steps=2, interpolate=1, upscale=1,
+                            api_name="/generate")
+    wait.until(lambda d: waiting.status().code == Status.IN_QUEUE)
+    find(browser, "#generate").click()
+    wait.until(lambda d: d.find_elements(By.XPATH, "//*[contains(text(), 'currently busy')]"))
+    assert not holding.done()
+    assert all(len(job.result(timeout=240)) == 4 for job in (holding, waiting))
+
+    # 5. Everything the page loaded came from the server
     loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert loaded and all(url.startswith(server.url) for url in loaded), loaded
