@@ -3,6 +3,7 @@ by gradio_client (calls at once, a full queue, defaults, paths and uploads). The
 """
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -38,12 +39,19 @@ def sidecar(path) -> dict:
     return json.loads(Path(f"{path}.json").read_text())
 
 
-def test_help_and_bad_flags_answer_without_gradio():
-    code = ("import sys; from vidiff.cli import build_parser, main; build_parser().format_help(); "
-            "rc = main(['serve', '--max-queue', '0']); print(rc, 'gradio' in sys.modules, 'diffusers' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+@pytest.mark.parametrize("flags, message", [(["--max-queue", "0"], "--max-queue 0 must be at least 1"),
+                                            (["--port", "{busy}"], "cannot listen on 127.0.0.1 port {busy}")])
+def test_help_and_bad_flags_answer_without_gradio(flags, message):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        flags = [flag.format(busy=port) for flag in flags]
+        code = ("import sys; from vidiff.cli import build_parser, main; build_parser().format_help(); "
+                f"rc = main(['serve', *{flags!r}]); print(rc, 'gradio' in sys.modules, 'diffusers' in sys.modules)")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.split() == ["2", "False", "False"], result.stderr
-    assert "--max-queue 0 must be at least 1" in result.stderr
+    assert message.format(busy=port) in result.stderr
 
 
 def test_a_page_request_makes_the_cli_clip_and_sidecar(generator, tmp_path, capsys):
@@ -164,6 +172,7 @@ def test_calls_at_once_each_get_their_own_clip_and_a_full_queue_says_so(server):
 def test_the_api_takes_the_models_defaults_refuses_bad_input_and_paths(server):
     import httpx
 
+    assert server.url.startswith("http://127.0.0.1:")  # this machine only, unless --host says otherwise
     client = Client(server.url, verbose=False)
     parameters = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/generate"]["parameters"]
     assert parameters[0]["parameter_name"] == "prompt" and not parameters[0]["parameter_has_default"]

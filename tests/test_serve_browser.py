@@ -108,7 +108,7 @@ def use_the_page(browser, server, tmp_path: Path) -> None:
 
     # 1. Small settings, a prompt, Generate: the <video> plays the clip, 4 frames of 64x64
     set_value(browser, "#frames input[type=number]", "4")
-    set_value(browser, "#steps input[type=number]", "3")
+    set_value(browser, "#steps input[type=number]", "10")  # enough for a clean clip in the screenshot
     choose(browser, "interpolate", "off")
     choose(browser, "upscale", "off")
     set_value(browser, "#seed input, #seed textarea", "3")
@@ -118,7 +118,10 @@ def use_the_page(browser, server, tmp_path: Path) -> None:
     assert frames_at(first, tmp_path).shape == (4, 64, 64, 3)
     wait.until(lambda d: "Seed 3" in d.find_element(By.CSS_SELECTOR, "#summary").text)
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#gallery img"))
-    screenshot = Path(os.environ.get("VIDIFF_SCREENSHOT") or tmp_path / "serve.png")
+    browser.execute_script("const v = document.querySelector('#clip video'); v.pause(); v.currentTime = 0;")
+    wait.until(lambda d: d.execute_script("const v = document.querySelector('#clip video'); "
+                                          "return v.paused && v.currentTime === 0 && !v.seeking;"))
+    screenshot = Path(os.environ.get("VIDIFF_SCREENSHOT") or tmp_path / "serve.png")  # the first frame, paused
     screenshot.parent.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(screenshot))
 
@@ -140,7 +143,7 @@ def use_the_page(browser, server, tmp_path: Path) -> None:
     wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#prompt textarea").get_attribute("value")
                == "a red circle moving right")
     assert browser.find_element(By.CSS_SELECTOR, "#seed input, #seed textarea").get_attribute("value") == "3"
-    assert browser.find_element(By.CSS_SELECTOR, "#steps input[type=number]").get_attribute("value") == "3"
+    assert browser.find_element(By.CSS_SELECTOR, "#steps input[type=number]").get_attribute("value") == "10"
 
     # 4. A full queue says so in the page: one call holds the model and one waits (--max-queue 1)
     client = Client(server.url, verbose=False)

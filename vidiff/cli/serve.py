@@ -87,18 +87,20 @@ def check_inputs(args: argparse.Namespace) -> tuple[Path, Path, int]:
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"--output-dir {args.output_dir} is a file, not a folder")
     check_output(output_dir)
-    return model, output_dir, free_port(args.host) if args.port == 0 else args.port
+    return model, output_dir, bindable_port(args.host, args.port)
 
 
-def free_port(host: str) -> int:
-    """A port that is free on `host` now (the operating system's pick for port 0)."""
+def bindable_port(host: str, port: int) -> int:
+    """`port` (or, for 0, one the operating system picks) if `host` can listen on it now; ValueError if not."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.bind((host, 0))
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+            probe.bind((host, port))
             return probe.getsockname()[1]
     except OSError as error:
-        raise ValueError(f"cannot bind --host {host} ({error.strerror})") from None
+        raise ValueError(f"cannot listen on {host} port {port} ({error.strerror}); pick another --port (0: any "
+                         "free one) or --host") from None
 
 
 def load_generator(args: argparse.Namespace, model: Path, output_dir: Path):

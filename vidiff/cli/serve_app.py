@@ -309,7 +309,8 @@ def build_app(generator: Generator, max_queue: int, url: str = "URL") -> gr.Bloc
     def factor_choices(values: tuple[int, ...]) -> list[tuple[str, int]]:
         return [("off" if value == 1 else f"x{value}", value) for value in values]
 
-    with gr.Blocks(title="vidiff", analytics_enabled=False) as app:
+    # Gradio serves copies of the results from its cache; a day-old copy goes (the output folder keeps the clips)
+    with gr.Blocks(title="vidiff", analytics_enabled=False, delete_cache=(3600, 24 * 3600)) as app:
         gr.Markdown(f"## vidiff\n{generator.describe()}")
         with gr.Row():
             with gr.Column(scale=5):
