@@ -4,6 +4,7 @@ serve). The page itself is built in `vidiff.cli.serve_app`; gradio is imported o
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 import time
@@ -72,7 +73,6 @@ def run(args: argparse.Namespace) -> int:
 
 def check_inputs(args: argparse.Namespace) -> tuple[Path, Path, int]:
     """(model folder, output folder, port to bind), checked without loading any weights."""
-    from vidiff.cli.jobs import check_output
     from vidiff.model_folder import check_video_model
 
     model = model_or_default(args.model)
@@ -86,7 +86,12 @@ def check_inputs(args: argparse.Namespace) -> tuple[Path, Path, int]:
     output_dir = Path(args.output_dir).resolve()
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"--output-dir {args.output_dir} is a file, not a folder")
-    check_output(output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PermissionError(f"cannot make --output-dir {args.output_dir} ({error.strerror})") from None
+    if not os.access(output_dir, os.W_OK):
+        raise PermissionError(f"cannot write to --output-dir {args.output_dir}")
     return model, output_dir, bindable_port(args.host, args.port)
 
 

@@ -340,7 +340,7 @@ def build_app(generator: Generator, max_queue: int, url: str = "URL") -> gr.Bloc
             with gr.Column(scale=6):
                 video = gr.Video(label="Clip (MP4)", autoplay=True, loop=True, interactive=False, height=360,
                                  elem_id="clip")
-                summary = gr.Markdown(elem_id="summary")
+                summary = gr.Markdown(label="Summary", elem_id="summary")
                 with gr.Row():
                     gif = gr.DownloadButton("Download GIF", size="md", elem_id="gif")
                     sidecar = gr.DownloadButton("Download settings (JSON sidecar)", size="md", elem_id="sidecar")
