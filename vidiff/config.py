@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from vidiff.errors import VidiffInputError
+
 T = TypeVar("T")
 LOSS_WEIGHTINGS = ("none", "velocity")  # TrainConfig.loss_weighting
 
@@ -91,36 +93,37 @@ class TrainConfig:
                    "mixed_precision": ("no", "fp16", "bf16")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
-                raise ValueError(f"{key}={getattr(self, key)!r}; choose one of {', '.join(allowed)}")
+                raise VidiffInputError(f"{key}={getattr(self, key)!r}; choose one of {', '.join(allowed)}")
         for key in ("num_frames", "frame_stride", "resolution", "max_steps", "batch_size", "checkpoint_every",
                     "keep_checkpoints", "gradient_accumulation_steps"):
             if getattr(self, key) < 1:
-                raise ValueError(f"{key}={getattr(self, key)} must be at least 1")
+                raise VidiffInputError(f"{key}={getattr(self, key)} must be at least 1")
         if not 0 <= self.caption_dropout <= 1:
-            raise ValueError(f"caption_dropout={self.caption_dropout} must be within 0..1")
+            raise VidiffInputError(f"caption_dropout={self.caption_dropout} must be within 0..1")
         if self.task == "interpolate" and (not self.keep_every or min(self.keep_every) < 2
                                            or max(self.keep_every) >= self.num_frames):
-            raise ValueError(f"keep_every={self.keep_every} must list gaps within 2..{self.num_frames - 1}")
+            raise VidiffInputError(f"keep_every={self.keep_every} must list gaps within 2..{self.num_frames - 1}")
         if self.task == "interpolate" and self.trainable == "temporal":
-            raise ValueError("task: interpolate with trainable: temporal would never train the masked-frame inputs "
-                             "(conv_in is a spatial layer); set trainable: all")
+            raise VidiffInputError("task: interpolate with trainable: temporal would never train the masked-frame "
+                                   "inputs (conv_in is a spatial layer); set trainable: all")
         if self.task != "generate" and self.validation_prompts:
-            raise ValueError(f"validation_prompts sample text-to-video clips, which a task: {self.task} model does "
-                             f"not make; set validation_prompts: [] for task: {self.task}")
+            raise VidiffInputError(f"validation_prompts sample text-to-video clips, which a task: {self.task} model "
+                                   f"does not make; set validation_prompts: [] for task: {self.task}")
         if self.lowres_blur_max < 0 or not 0 <= self.lowres_noise_max <= 1000:
-            raise ValueError(f"lowres_blur_max={self.lowres_blur_max} must be >= 0 and lowres_noise_max="
-                             f"{self.lowres_noise_max} within 0..1000")
+            raise VidiffInputError(f"lowres_blur_max={self.lowres_blur_max} must be >= 0 and lowres_noise_max="
+                                   f"{self.lowres_noise_max} within 0..1000")
         if self.conv_in_lr_scale <= 0:
-            raise ValueError(f"conv_in_lr_scale={self.conv_in_lr_scale} must be positive")
+            raise VidiffInputError(f"conv_in_lr_scale={self.conv_in_lr_scale} must be positive")
         if not 0 <= self.extrapolate_fraction <= 1:
-            raise ValueError(f"extrapolate_fraction={self.extrapolate_fraction} must be within 0..1")
+            raise VidiffInputError(f"extrapolate_fraction={self.extrapolate_fraction} must be within 0..1")
         if self.loss_weighting not in LOSS_WEIGHTINGS:
-            raise ValueError(f"loss_weighting={self.loss_weighting!r} must be one of {', '.join(LOSS_WEIGHTINGS)}")
+            raise VidiffInputError(f"loss_weighting={self.loss_weighting!r} must be one of "
+                                   f"{', '.join(LOSS_WEIGHTINGS)}")
         if not 0 <= self.high_noise_fraction <= 1:
-            raise ValueError(f"high_noise_fraction={self.high_noise_fraction} must be within 0..1")
+            raise VidiffInputError(f"high_noise_fraction={self.high_noise_fraction} must be within 0..1")
         for key in ("model", "data"):
             if not getattr(self, key):
-                raise ValueError(f"no {key} given; set it in the config or pass {key}=PATH")
+                raise VidiffInputError(f"no {key} given; set it in the config or pass {key}=PATH")
 
 
 def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] = ()) -> T:
@@ -133,18 +136,18 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
         try:
             values = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as error:
-            raise ValueError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+            raise VidiffInputError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
         if not isinstance(values, dict):
-            raise ValueError(f"{path} must hold a mapping of settings")
+            raise VidiffInputError(f"{path} must hold a mapping of settings")
     for override in overrides:
         key, sep, raw = override.partition("=")
         if not sep or not key:
-            raise ValueError(f"override {override!r} must look like key=value")
+            raise VidiffInputError(f"override {override!r} must look like key=value")
         values[key.strip()] = yaml.safe_load(raw)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"unknown config keys {unknown}; known keys: {', '.join(sorted(known))}")
+        raise VidiffInputError(f"unknown config keys {unknown}; known keys: {', '.join(sorted(known))}")
     config = cls(**{k: _coerce(cls, k, v) for k, v in values.items()})
     return config
 
@@ -159,9 +162,9 @@ def _coerce(cls, key: str, value: Any) -> Any:
         if expected == "int" and isinstance(value, str):
             return int(value)
     except ValueError:
-        raise ValueError(f"{key}={value!r} is not a {expected}") from None
+        raise VidiffInputError(f"{key}={value!r} is not a {expected}") from None
     if expected in ("int", "float") and not isinstance(value, (int, float)):
-        raise ValueError(f"{key}={value!r} is not a {expected}")
+        raise VidiffInputError(f"{key}={value!r} is not a {expected}")
     if expected == "str" and not isinstance(value, str):
-        raise ValueError(f"{key}={value!r} is not a string")
+        raise VidiffInputError(f"{key}={value!r} is not a string")
     return value

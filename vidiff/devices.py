@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from vidiff.errors import VidiffInputError
+
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -23,5 +25,5 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.float16 if device.type in ("cuda", "mps") else torch.float32
     if name not in DTYPES:
-        raise ValueError(f"unknown dtype {name!r}; choose auto, fp32, fp16 or bf16")
+        raise VidiffInputError(f"unknown dtype {name!r}; choose auto, fp32, fp16 or bf16")
     return DTYPES[name]

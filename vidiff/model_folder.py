@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vidiff.atomic import write_text
+from vidiff.errors import VidiffInputError
 
 MODEL_INDEX = "model_index.json"
 # Components a Stable Diffusion folder must have for a complete video model, besides the U-Net.
@@ -43,9 +44,10 @@ def read_json(path: str | os.PathLike, default: dict | None = None) -> dict:
     try:
         value = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error.msg} at line {error.lineno}); fix or replace it") from None
+        raise VidiffInputError(f"{path} is not valid JSON ({error.msg} at line {error.lineno}); fix or replace "
+                               "it") from None
     if not isinstance(value, dict):
-        raise ValueError(f"{path} must hold a JSON object, not {type(value).__name__}")
+        raise VidiffInputError(f"{path} must hold a JSON object, not {type(value).__name__}")
     return value
 
 
@@ -129,7 +131,7 @@ def recommended_guidance(model: str | os.PathLike) -> float:
     try:
         return float(read_json(path).get("guidance", DEFAULT_GUIDANCE))
     except (TypeError, ValueError):
-        raise ValueError(f"{path} must be a JSON object like {{\"guidance\": 1.5}}; fix or delete it") from None
+        raise VidiffInputError(f"{path} must be a JSON object like {{\"guidance\": 1.5}}; fix or delete it") from None
 
 
 def check_video_model(model: str | os.PathLike, num_frames: int = 1, height: int | None = None,
@@ -140,13 +142,14 @@ def check_video_model(model: str | os.PathLike, num_frames: int = 1, height: int
     check_model_folder(model, (*COMPONENTS, "unet"))
     unet = component_config(model, "unet")
     if unet.get("_class_name") != "VideoUNet":
-        raise ValueError(f"{model} is not a video model (unet is {unet.get('_class_name')}); run `vidiff inflate`")
+        raise VidiffInputError(f"{model} is not a video model (unet is {unet.get('_class_name')}); run `vidiff "
+                               "inflate`")
     scale = vae_scale_factor(component_config(model, "vae"))
     if not 1 <= num_frames <= unet["max_frames"]:
-        raise ValueError(f"num_frames={num_frames} is outside 1..{unet['max_frames']} for {model}")
+        raise VidiffInputError(f"num_frames={num_frames} is outside 1..{unet['max_frames']} for {model}")
     for name, value in (("height", height), ("width", width)):
         if value is not None and (value <= 0 or value % scale):
-            raise ValueError(f"{name}={value} must be a positive multiple of {scale} for this model's VAE")
+            raise VidiffInputError(f"{name}={value} must be a positive multiple of {scale} for this model's VAE")
     if steps < 1:
-        raise ValueError(f"steps={steps} must be at least 1")
+        raise VidiffInputError(f"steps={steps} must be at least 1")
     return unet

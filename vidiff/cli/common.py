@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-# Errors that mean "the input is wrong": reported in one line with exit code 2.
-INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
+from vidiff.errors import USER_OS_ERRORS, VidiffInputError
+
+# Errors that mean "the input is wrong", reported in one line with exit code 2: vidiff.errors.is_user_error says
+# which (it also counts a full disk); this tuple is kept for callers that catch them.
+INPUT_ERRORS = (VidiffInputError, *USER_OS_ERRORS)
 # Imported through vidiff.process.import_quickly (collector paused). CHECKS: torch, which the input checks need;
 # LIBRARIES, once the input is known to be good, before loading a model: diffusers behind the pipeline module, the
 # CLIP text encoder every model folder holds, accelerate. Bad input is answered before LIBRARIES, in seconds.

@@ -7,6 +7,7 @@ import sys
 import time
 
 from vidiff.cli.common import CHECKS, LIBRARIES, add_device, add_progress, model_or_default
+from vidiff.errors import VidiffInputError
 from vidiff.process import import_quickly
 
 
@@ -93,11 +94,11 @@ def check_inputs(args: argparse.Namespace):
     from vidiff.model_folder import recommended_guidance
 
     if (args.prompt is None) == (args.prompts_file is None):
-        raise ValueError("give exactly one of PROMPT or --prompts-file")
+        raise VidiffInputError("give exactly one of PROMPT or --prompts-file")
     if args.scheduler not in gen.SCHEDULER_NAMES:
-        raise ValueError(f"unknown scheduler {args.scheduler!r}; choose one of {', '.join(gen.SCHEDULER_NAMES)}")
+        raise VidiffInputError(f"unknown scheduler {args.scheduler!r}; choose one of {', '.join(gen.SCHEDULER_NAMES)}")
     if args.fps <= 0:
-        raise ValueError(f"--fps {args.fps} must be positive")
+        raise VidiffInputError(f"--fps {args.fps} must be positive")
     model = model_or_default(args.model)
     guidance = args.guidance if args.guidance is not None else recommended_guidance(model)
     defaults = dict(negative_prompt=args.negative_prompt, num_frames=args.num_frames, height=args.height,
@@ -122,21 +123,22 @@ def check_stages(args: argparse.Namespace, model, jobs) -> dict:
     stages = read_cascade(model)
     factor = args.interpolate if args.interpolate is not None else getattr(stages.get("interpolation"), "default", 1)
     if factor < 1:
-        raise ValueError(f"--interpolate {factor} must be at least 1 (1: no interpolation)")
+        raise VidiffInputError(f"--interpolate {factor} must be at least 1 (1: no interpolation)")
     if factor > 1:
         interpolation_stage(model)
         interpolation_settings(model, args.interpolate_steps)
         if any(job.num_frames < 2 for job in jobs):
-            raise ValueError("--interpolate needs at least 2 frames per clip; raise --num-frames or pass --interpolate 1")
+            raise VidiffInputError("--interpolate needs at least 2 frames per clip; raise --num-frames or pass "
+                                   "--interpolate 1")
     scale = args.upscale if args.upscale is not None else getattr(stages.get("upscale"), "default", 1)
     if scale < 1:
-        raise ValueError(f"--upscale {scale} must be at least 1 (1: no upscaling)")
+        raise VidiffInputError(f"--upscale {scale} must be at least 1 (1: no upscaling)")
     if scale > 1:
         model_scale, fold = upscaler_geometry(model)
         upscale_passes(scale, model_scale)
         for job in jobs:
             if (job.height or 0) % fold or (job.width or 0) % fold:
-                raise ValueError(f"{job.width}x{job.height} frames must be multiples of {fold} to upscale")
+                raise VidiffInputError(f"{job.width}x{job.height} frames must be multiples of {fold} to upscale")
         upscale_settings(model, args.upscale_steps)
     return {"interpolate": factor, "upscale": scale}
 
@@ -149,7 +151,7 @@ def settle_device(args: argparse.Namespace):
     dtype = pick_dtype(args.dtype, device)
     if args.threads is not None:
         if args.threads < 1:
-            raise ValueError(f"--threads {args.threads} must be at least 1")
+            raise VidiffInputError(f"--threads {args.threads} must be at least 1")
         import torch
 
         torch.set_num_threads(args.threads)

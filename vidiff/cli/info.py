@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from vidiff.errors import VidiffInputError
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -27,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     if not (unet_folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} is not a vidiff model folder (no unet/config.json)")
     if read_json(unet_folder / "config.json").get("_class_name") != "VideoUNet":
-        raise ValueError(f"{unet_folder} holds no VideoUNet; make one with `vidiff inflate`")
+        raise VidiffInputError(f"{unet_folder} holds no VideoUNet; make one with `vidiff inflate`")
     unet = VideoUNet.from_pretrained(unet_folder)
 
     def count(types) -> int:

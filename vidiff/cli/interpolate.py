@@ -6,6 +6,7 @@ import argparse
 import time
 
 from vidiff.cli.common import CHECKS, LIBRARIES, add_device, add_progress, check_new_output, model_or_default
+from vidiff.errors import VidiffInputError
 from vidiff.process import import_quickly
 
 
@@ -45,9 +46,9 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     # 1. Check everything that can be checked without loading a model
     if args.factor < 2:
-        raise ValueError(f"--factor {args.factor} must be at least 2 (frames out = (N - 1) * factor + 1)")
+        raise VidiffInputError(f"--factor {args.factor} must be at least 2 (frames out = (N - 1) * factor + 1)")
     if args.fps is not None and args.fps <= 0:
-        raise ValueError(f"--fps {args.fps} must be positive")
+        raise VidiffInputError(f"--fps {args.fps} must be positive")
     from vidiff.model_folder import check_video_model
     from vidiff.pipelines.cascade import interpolation_stage, load_interpolation
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from vidiff.errors import VidiffInputError
 from vidiff.io.video import SUPPORTED_OUTPUTS, WRITE_SUFFIXES
 from vidiff.model_folder import check_video_model
 
@@ -57,13 +58,14 @@ def read_prompts_file(path: str | os.PathLike, defaults: dict[str, Any]) -> list
         try:
             entry = json.loads(line)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+            raise VidiffInputError(f"{path}:{number}: not valid JSON ({error.msg})") from None
         unknown = sorted(set(entry) - JOB_FIELDS)
         if unknown or not isinstance(entry.get("prompt"), str):
-            raise ValueError(f"{path}:{number}: needs a string 'prompt'; unknown keys {unknown}; known: {sorted(JOB_FIELDS)}")
+            raise VidiffInputError(f"{path}:{number}: needs a string 'prompt'; unknown keys {unknown}; known: "
+                                   f"{sorted(JOB_FIELDS)}")
         jobs.append(Job(**{**defaults, **entry}))
     if not jobs:
-        raise ValueError(f"prompts file {path} has no prompts")
+        raise VidiffInputError(f"prompts file {path} has no prompts")
     return jobs
 
 
@@ -74,7 +76,8 @@ def assign_seeds_and_outputs(jobs: list[Job], output: str | None, base_seed: int
     template = output or DEFAULT_OUTPUT
     if len(jobs) > 1 and "{" not in template:
         if Path(template).suffix.lower() in WRITE_SUFFIXES:
-            raise ValueError(f"-o {template} names one file for {len(jobs)} prompts; give a folder or use {{index}}")
+            raise VidiffInputError(f"-o {template} names one file for {len(jobs)} prompts; give a folder or use "
+                                   f"{{index}}")
         template = str(Path(template) / "{index:03d}-{slug}.mp4")
     planned = []
     for index, job in enumerate(jobs):
@@ -83,7 +86,7 @@ def assign_seeds_and_outputs(jobs: list[Job], output: str | None, base_seed: int
         planned.append(dataclasses.replace(job, seed=seed, output=path))
     paths = [job.output for job in planned]
     if len(set(paths)) != len(paths):
-        raise ValueError("two prompts would write the same file; put {index} or {seed} in -o")
+        raise VidiffInputError("two prompts would write the same file; put {index} or {seed} in -o")
     return planned
 
 
@@ -92,9 +95,9 @@ def check_output(path: str | os.PathLike) -> None:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix and suffix not in WRITE_SUFFIXES:
-        raise ValueError(f"unknown output format {suffix!r} in {path}; {SUPPORTED_OUTPUTS}")
+        raise VidiffInputError(f"unknown output format {suffix!r} in {path}; {SUPPORTED_OUTPUTS}")
     if suffix and path.is_dir():
-        raise ValueError(f"output {path} is an existing folder, not a file")
+        raise VidiffInputError(f"output {path} is an existing folder, not a file")
     parent = path.parent if suffix else path
     existing = next(p for p in (parent, *parent.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK):

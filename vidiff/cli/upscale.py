@@ -6,6 +6,7 @@ import argparse
 import time
 
 from vidiff.cli.common import CHECKS, LIBRARIES, add_device, add_progress, check_new_output, model_or_default
+from vidiff.errors import VidiffInputError
 from vidiff.process import import_quickly
 
 
@@ -61,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
 
     frames, fps = read_video(args.input)  # unreadable or missing input: a one-line error, exit 2
     if frames.shape[1] % fold or frames.shape[2] % fold:
-        raise ValueError(f"frame size {frames.shape[2]}x{frames.shape[1]} must be a multiple of {fold} for this "
-                         "upscaler; resize or crop the video first")
+        raise VidiffInputError(f"frame size {frames.shape[2]}x{frames.shape[1]} must be a multiple of {fold} for "
+                               "this upscaler; resize or crop the video first")
 
     # 2. Load and upscale
     import_quickly(LIBRARIES)
@@ -84,12 +85,12 @@ def run(args: argparse.Namespace) -> int:
 
 def check_upscale_settings(args: argparse.Namespace) -> None:
     if args.scale < 2:
-        raise ValueError(f"--scale {args.scale} must be at least 2")
+        raise VidiffInputError(f"--scale {args.scale} must be at least 2")
     if args.steps is not None and args.steps < 1:
-        raise ValueError(f"--steps {args.steps} must be at least 1")
+        raise VidiffInputError(f"--steps {args.steps} must be at least 1")
     if args.noise_level is not None and not 0 <= args.noise_level <= 350:
-        raise ValueError(f"--noise-level {args.noise_level} must be within 0..350")
+        raise VidiffInputError(f"--noise-level {args.noise_level} must be within 0..350")
     if args.window is not None and args.window < 2:
-        raise ValueError(f"--window {args.window} must be at least 2 frames")
+        raise VidiffInputError(f"--window {args.window} must be at least 2 frames")
     if args.overlap < 0 or (args.window is not None and args.overlap >= args.window):
-        raise ValueError(f"--overlap {args.overlap} must be at least 0 and below --window")
+        raise VidiffInputError(f"--overlap {args.overlap} must be at least 0 and below --window")

@@ -25,6 +25,7 @@ import numpy as np
 
 from vidiff.atomic import write_text
 from vidiff.data.shapes import ALL_COMBOS, COLOURS, DIRECTIONS, HELD_OUT, SHAPES, caption, combinations, render_clip
+from vidiff.errors import VidiffInputError
 from vidiff.eval.judge import judge_clip, summarize, to_markdown
 from vidiff.model_folder import COMPONENTS, check_model_folder
 from vidiff.model_folder import check_video_model as check_model_configs
@@ -47,13 +48,13 @@ def check_settings(clips_per_combo: int, split: str, num_frames: int, steps: int
                    guidance: float = 0.0) -> None:
     """Raise ValueError naming the first bad setting."""
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        raise VidiffInputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     for name, value in (("clips_per_combo", clips_per_combo), ("num_frames", num_frames), ("steps", steps),
                         ("batch_size", batch_size)):
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value} must be a positive integer")
+            raise VidiffInputError(f"{name}={value} must be a positive integer")
     if not math.isfinite(guidance) or guidance < 0:
-        raise ValueError(f"guidance={guidance} must be a finite number >= 0")
+        raise VidiffInputError(f"guidance={guidance} must be a finite number >= 0")
 
 
 def check_video_model(model_dir: str | os.PathLike, num_frames: int, steps: int = 1) -> dict:
@@ -67,8 +68,8 @@ def check_image_model(model_dir: str | os.PathLike) -> dict:
     check_model_folder(model_dir, (*COMPONENTS, "unet"))
     unet = json.loads((model_dir / "unet" / "config.json").read_text())
     if unet.get("_class_name") != "UNet2DConditionModel":
-        raise ValueError(f"{model_dir} is not an image model (its unet is a {unet.get('_class_name')}); the "
-                         "baseline needs the Stable Diffusion folder the video model was inflated from")
+        raise VidiffInputError(f"{model_dir} is not an image model (its unet is a {unet.get('_class_name')}); the "
+                               "baseline needs the Stable Diffusion folder the video model was inflated from")
     return unet
 
 
@@ -79,7 +80,7 @@ def check_device(device: str) -> None:
         try:
             torch.device(device)
         except RuntimeError:
-            raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:1, mps") from None
+            raise VidiffInputError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:1, mps") from None
 
 
 def check_out_dir(out_dir: str | os.PathLike) -> None:
@@ -247,7 +248,7 @@ def evaluate_image_baseline(
     check_image_model(image_model_dir)
     check_device(device)
     if scheduler not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+        raise VidiffInputError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
 
     # 2. Load, without the safety checker (it would black out frames, which the judge reads as "no object")
     torch_device = pick_device(device)
@@ -291,7 +292,7 @@ def evaluate_ground_truth(
     of the judge and of the wiring, which must score 100 %. `size`: the frame side, e.g. `frame_size(model)`."""
     check_settings(clips_per_combo, split, num_frames)
     if not isinstance(size, int) or size < 8:
-        raise ValueError(f"size={size} must be an integer of at least 8 pixels")
+        raise VidiffInputError(f"size={size} must be an integer of at least 8 pixels")
 
     def sample(batch: list[Item], captions: list[str]) -> np.ndarray:
         return np.stack([render_clip(*ALL_COMBOS[c], num_frames=num_frames, size=size, seed=eval_seed(seed, c, k))

@@ -28,6 +28,7 @@ import imageio.v3 as iio
 import numpy as np
 
 from vidiff.atomic import atomic_dir, atomic_path, write_text
+from vidiff.errors import VidiffInputError
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ _LISTED = ", ".join(s + (" (lossless)" if s == ".mkv" else "") for s in WRITE_SU
 SUPPORTED_OUTPUTS = f"use {_LISTED}, or a path without a suffix (or ending in '/') for a folder of PNG frames"
 
 
-class VideoReadError(ValueError):
+class VideoReadError(VidiffInputError):
     """A video (file or frame folder) that is missing, empty, not a video, truncated or undecodable."""
 
     def __init__(self, path: str | os.PathLike, reason: str):
@@ -114,7 +115,7 @@ def _output_suffix(path: str | os.PathLike) -> str:
     if raw.endswith(("/", os.sep)) or suffix == "":
         return ""
     if suffix not in _FFMPEG:
-        raise ValueError(f"cannot write videos with extension {suffix!r} ({raw}); {SUPPORTED_OUTPUTS}")
+        raise VidiffInputError(f"cannot write videos with extension {suffix!r} ({raw}); {SUPPORTED_OUTPUTS}")
     return suffix
 
 
@@ -130,13 +131,13 @@ def _check_frames(frames: np.ndarray, suffix: str) -> None:
         raise ValueError(f"frames must hold at least one frame of at least 1x1 pixels, {got}")
     height, width = frames.shape[1:3]
     if suffix == ".mp4" and (height % 2 or width % 2):
-        raise ValueError(f"H.264 (.mp4) needs an even width and height, got {width}x{height}; "
-                         "crop or resize to an even size, or write a .gif, .webm or PNG folder")
+        raise VidiffInputError(f"H.264 (.mp4) needs an even width and height, got {width}x{height}; "
+                               "crop or resize to an even size, or write a .gif, .webm or PNG folder")
 
 
 def _check_fps(fps: float) -> float:
     if isinstance(fps, bool) or not isinstance(fps, (int, float, np.integer, np.floating)) or not 0 < fps < math.inf:
-        raise ValueError(f"fps must be a positive number, got {fps!r}")
+        raise VidiffInputError(f"fps must be a positive number, got {fps!r}")
     return int(fps) if float(fps).is_integer() else float(fps)
 
 
@@ -305,11 +306,11 @@ def _pick_decord(path: Path, backend: str, open_gop: bool | None = None):
     refusal = _DECORD_REFUSED.get(path.suffix.lower())
     if refusal is not None:
         if backend == "decord":
-            raise ValueError(f"{refusal} ({path}); use backend='pyav' or 'auto'")
+            raise VidiffInputError(f"{refusal} ({path}); use backend='pyav' or 'auto'")
         return None
     decord = _import_decord()
     if decord is None and backend == "decord":
-        raise ValueError("backend='decord' needs the decord package; install it or use backend='pyav'")
+        raise VidiffInputError("backend='decord' needs the decord package; install it or use backend='pyav'")
     if decord is not None and backend == "auto" and (_scan(path)[1] if open_gop is None else open_gop):
         return None
     return decord

@@ -8,6 +8,7 @@ from typing import Any
 from diffusers import UNet2DConditionModel
 from torch import nn
 
+from vidiff.errors import VidiffInputError
 from vidiff.models.temporal import temporal_named_parameters
 from vidiff.models.video_unet import TEMPORAL_OPTIONS, VideoUNet, read_temporal_weights
 
@@ -23,7 +24,7 @@ def inflate_unet(
     """
     unknown = sorted(set(options) - set(TEMPORAL_OPTIONS))
     if unknown:
-        raise ValueError(f"unknown inflation options {unknown}; known: {', '.join(TEMPORAL_OPTIONS)}")
+        raise VidiffInputError(f"unknown inflation options {unknown}; known: {', '.join(TEMPORAL_OPTIONS)}")
     if temporal_weights is not None:
         recorded, _ = read_temporal_weights(temporal_weights)
         options = {**{k: recorded[k] for k in TEMPORAL_OPTIONS if k in recorded}, **options}

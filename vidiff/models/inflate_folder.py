@@ -10,6 +10,7 @@ from typing import Any
 from diffusers import UNet2DConditionModel
 
 from vidiff.atomic import atomic_dir
+from vidiff.errors import VidiffInputError
 from vidiff.model_folder import (COMPONENTS, EXTRA_COMPONENTS, check_model_folder, component_classes, library_of,
                                  read_index, write_model_index)
 from vidiff.models.inflate import inflate_unet
@@ -58,7 +59,7 @@ def _inflate(unet2d: UNet2DConditionModel, motion_adapter, options: dict[str, An
 
 def _inflate_single_file(path: Path, out: Path, config, overwrite: bool, motion_adapter, **options: Any) -> Path:
     if path.suffix != ".safetensors":
-        raise ValueError(f"{path}: single-file checkpoints must be .safetensors (got {path.suffix!r})")
+        raise VidiffInputError(f"{path}: single-file checkpoints must be .safetensors (got {path.suffix!r})")
     from diffusers import StableDiffusionPipeline
 
     try:
@@ -66,7 +67,7 @@ def _inflate_single_file(path: Path, out: Path, config, overwrite: bool, motion_
             str(path), config=None if config is None else str(config), local_files_only=True
         )
     except Exception as error:  # diffusers raises many types here; all mean "cannot convert offline"
-        raise ValueError(
+        raise VidiffInputError(
             f"could not convert {path} offline ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
             "pass --config with a local diffusers folder of the same model type"
         ) from error

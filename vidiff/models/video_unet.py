@@ -42,6 +42,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from vidiff.atomic import atomic_path
+from vidiff.errors import VidiffInputError
 from vidiff.models.attention import SharedTextAttnProcessor, cross_attentions
 from vidiff.models.temporal import TemporalAttention, TemporalConv, temporal_named_parameters
 
@@ -231,7 +232,7 @@ class VideoUNet(ModelMixin, ConfigMixin):
     def check_num_frames(self, num_frames: int) -> None:
         """Raise a `ValueError` naming both numbers if the clip length is out of range."""
         if not 1 <= num_frames <= self.config.max_frames:
-            raise ValueError(
+            raise VidiffInputError(
                 f"num_frames={num_frames} is outside 1..{self.config.max_frames}, the range this model was built "
                 f"for (max_frames={self.config.max_frames}); use fewer frames or a model with a larger max_frames"
             )
@@ -268,15 +269,17 @@ class VideoUNet(ModelMixin, ConfigMixin):
         }
         if differences:
             detail = ", ".join(f"{k}: model {mine!r} vs file {theirs!r}" for k, (mine, theirs) in differences.items())
-            raise ValueError(f"{path} was made for other temporal settings: {detail}")
+            raise VidiffInputError(f"{path} was made for other temporal settings: {detail}")
         params = dict(temporal_named_parameters(self))
         missing, unexpected = sorted(params.keys() - tensors.keys()), sorted(tensors.keys() - params.keys())
         if missing or unexpected:
-            raise ValueError(f"{path} does not fit this model: missing {missing[:4]}, unexpected {unexpected[:4]}")
+            raise VidiffInputError(f"{path} does not fit this model: missing {missing[:4]}, unexpected "
+                                   f"{unexpected[:4]}")
         with torch.no_grad():
             for name, param in params.items():
                 if tensors[name].shape != param.shape:
-                    raise ValueError(f"{path}: {name} has shape {tuple(tensors[name].shape)}, model has {param.shape}")
+                    raise VidiffInputError(f"{path}: {name} has shape {tuple(tensors[name].shape)}, model has "
+                                           f"{param.shape}")
                 param.copy_(tensors[name])
 
     # ---------------------------------------------------------------------------------------- attention kernels
@@ -290,13 +293,13 @@ class VideoUNet(ModelMixin, ConfigMixin):
             kernel = "xformers" if self.device.type == "cuda" and _xformers_available() else "sdpa"
         if kernel == "xformers":
             if self.device.type != "cuda" or not _xformers_available():
-                raise ValueError("attention kernel 'xformers' needs the xformers package and a CUDA device")
+                raise VidiffInputError("attention kernel 'xformers' needs the xformers package and a CUDA device")
             self.enable_xformers_memory_efficient_attention()
         elif kernel == "sdpa":
             self.disable_xformers_memory_efficient_attention()
             self._use_shared_text()
         else:
-            raise ValueError(f"unknown attention kernel {kernel!r}; choose 'auto', 'sdpa' or 'xformers'")
+            raise VidiffInputError(f"unknown attention kernel {kernel!r}; choose 'auto', 'sdpa' or 'xformers'")
         return kernel
 
 
@@ -325,10 +328,10 @@ def _check_supported(unet: UNet2DConditionModel) -> None:
     for block in blocks:
         if type(block) not in SUPPORTED_BLOCKS:
             names = ", ".join(b.__name__ for b in SUPPORTED_BLOCKS)
-            raise ValueError(f"cannot inflate a U-Net with {type(block).__name__}; supported blocks: {names}")
+            raise VidiffInputError(f"cannot inflate a U-Net with {type(block).__name__}; supported blocks: {names}")
     for key in ("addition_embed_type", "encoder_hid_dim_type"):
         if unet.config.get(key) is not None:
-            raise ValueError(f"cannot inflate a U-Net with {key}={unet.config[key]!r} (SDXL-style conditioning)")
+            raise VidiffInputError(f"cannot inflate a U-Net with {key}={unet.config[key]!r} (SDXL-style conditioning)")
 
 
 def _xformers_available() -> bool:
@@ -347,6 +350,6 @@ def read_temporal_weights(path: str | os.PathLike) -> tuple[dict[str, Any], dict
     with safe_open(path, framework="pt") as f:
         metadata = f.metadata() or {}
         if metadata.get("format") != TEMPORAL_WEIGHTS_FORMAT:
-            raise ValueError(f"{path} is not a vidiff temporal weights file (format {metadata.get('format')!r})")
+            raise VidiffInputError(f"{path} is not a vidiff temporal weights file (format {metadata.get('format')!r})")
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     return json.loads(metadata["config"]), tensors

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vidiff.errors import VidiffInputError
 from vidiff.model_folder import (DEFAULT_GUIDANCE, MODEL_INDEX, component_class, component_config, read_index, read_json,
                                  recommended_guidance, vae_scale_factor)
 
@@ -50,15 +51,15 @@ def read_cascade(folder: str | os.PathLike) -> dict[str, Stage]:
         stages = {}
         for name, entry in entries.items():
             if name not in STAGE_SETTING:
-                raise ValueError(f"unknown stage {name!r}")
+                raise VidiffInputError(f"unknown stage {name!r}")
             stages[name] = Stage(name, folder / entry["path"], int(entry[STAGE_SETTING[name]]),
                                  dict(entry.get("sampling", {})))
     except (AttributeError, KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{path} is not a valid cascade file ({error}); expected e.g. "
-                         '{"interpolation": {"path": "interpolation", "factor": 4}}') from None
+        raise VidiffInputError(f"{path} is not a valid cascade file ({error}); expected e.g. "
+                               '{"interpolation": {"path": "interpolation", "factor": 4}}') from None
     for stage in stages.values():
         if not (stage.path / "unet" / "config.json").is_file():
-            raise ValueError(f"{path} names stage folder {stage.path}, which has no unet/config.json")
+            raise VidiffInputError(f"{path} names stage folder {stage.path}, which has no unet/config.json")
     return stages
 
 
@@ -103,9 +104,9 @@ def interpolation_stage(model: str | os.PathLike) -> Stage:
     latent = read_json(vae, default={}).get("latent_channels", 4)
     in_channels = unet.get("spatial_config", {}).get("in_channels")
     if in_channels != 2 * latent + 1:
-        raise ValueError(f"{model} has no interpolation stage: no cascade.json names one, and its own U-Net reads "
-                         f"{in_channels} channels, not {2 * latent + 1}; train one with `vidiff train ... "
-                         "task=interpolate`")
+        raise VidiffInputError(f"{model} has no interpolation stage: no cascade.json names one, and its own U-Net "
+                               f"reads {in_channels} channels, not {2 * latent + 1}; train one with `vidiff train "
+                               "... task=interpolate`")
     return stage
 
 
@@ -143,9 +144,9 @@ def upscale_stage(model: str | os.PathLike) -> Stage:
     try:
         lowres_fold(unet.get("spatial_config", {}).get("in_channels", 0), latent)
     except ValueError:
-        raise ValueError(f"{model} has no upscale stage: no cascade.json names one, and its own U-Net is not an "
-                         "upscaler; inflate a Stable Diffusion x4 upscaler folder with `vidiff inflate`, or train "
-                         "one with `vidiff train ... task=upscale`") from None
+        raise VidiffInputError(f"{model} has no upscale stage: no cascade.json names one, and its own U-Net is not "
+                               "an upscaler; inflate a Stable Diffusion x4 upscaler folder with `vidiff inflate`, or "
+                               "train one with `vidiff train ... task=upscale`") from None
     return stage
 
 
@@ -254,11 +255,12 @@ class VideoCascadePipeline:
             stage = self.settings.get(name)
             value = value if value is not None else (stage.default if stage is not None else 1)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} {STAGE_SETTING[name]} {value!r} must be an integer of at least 1 (1: off)")
+                raise VidiffInputError(f"{name} {STAGE_SETTING[name]} {value!r} must be an integer of at least 1 (1: "
+                                       "off)")
             if value == 1:
                 continue
             if getattr(self, name) is None:
-                raise ValueError(f"this cascade has no {name} stage loaded; pass {STAGE_SETTING[name]} 1")
+                raise VidiffInputError(f"this cascade has no {name} stage loaded; pass {STAGE_SETTING[name]} 1")
             sampling = dict(stage.sampling) if stage is not None else {}
             if steps is not None:
                 sampling["steps"] = steps
@@ -294,14 +296,15 @@ class VideoCascadePipeline:
         clip is reproduced by its seed alone, as `vidiff generate --seed` records it."""
         # 1. Check inputs
         if output_type not in ("np", "pt"):
-            raise ValueError(f"output_type {output_type!r}: a cascade returns 'np' (uint8) or 'pt' frames")
+            raise VidiffInputError(f"output_type {output_type!r}: a cascade returns 'np' (uint8) or 'pt' frames")
         stages = self.stage_settings(interpolate, upscale, interpolate_steps, upscale_steps)
         if "interpolation" in stages and num_frames < 2:
-            raise ValueError("interpolation needs at least 2 frames per clip; raise num_frames or pass interpolate=1")
+            raise VidiffInputError("interpolation needs at least 2 frames per clip; raise num_frames or pass "
+                                   "interpolate=1")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         generators = generator if isinstance(generator, list) else [generator] * len(prompts)
         if len(generators) != len(prompts):
-            raise ValueError(f"{len(generators)} generators for {len(prompts)} prompts; give one per prompt")
+            raise VidiffInputError(f"{len(generators)} generators for {len(prompts)} prompts; give one per prompt")
         generators = [g if g is not None else torch.Generator().manual_seed(int(torch.seed() % 2**31))
                       for g in generators]
         seeds = [g.initial_seed() for g in generators]
@@ -355,11 +358,12 @@ def _stage_sampling(name: str, sampling: dict) -> dict:
     """A stage's cascade.json sampling settings as the keyword arguments of its function, checked."""
     steps = sampling.get("steps", 10 if name == "interpolation" else 25)
     if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"{name} steps {steps!r} must be an integer of at least 1")
+        raise VidiffInputError(f"{name} steps {steps!r} must be an integer of at least 1")
     if name == "interpolation":
         init, strength = sampling.get("init", "noise"), sampling.get("strength", 1.0)
         if init not in ("noise", "blend", "nearest") or not 0 < strength <= 1:
-            raise ValueError(f"init {init!r} must be noise, blend or nearest, and strength {strength} within (0, 1]")
+            raise VidiffInputError(f"init {init!r} must be noise, blend or nearest, and strength {strength} within (0, "
+                                   "1]")
         return {"num_inference_steps": steps, "init": init, "strength": strength}
     from vidiff.pipelines.upscale import DEFAULT_NOISE_LEVEL
 

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from vidiff.atomic import atomic_dir, write_text
 from vidiff.config import TrainConfig
+from vidiff.errors import VidiffInputError
 from vidiff.model_folder import COMPONENTS, EXTRA_COMPONENTS, component_classes, read_index, write_model_index
 from vidiff.models.interpolation import extrapolation_mask, interpolation_mask, masked_condition, widen_conv_in
 from vidiff.models.temporal import temporal_named_parameters
@@ -121,8 +122,8 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
         pipe.unet = widen_conv_in(pipe.unet)  # a base video model: add the masked-frame inputs (zero at start)
     unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
     if config.task == "interpolate" and unet.unet.config.in_channels != 2 * vae.config.latent_channels + 1:
-        raise ValueError(f"{config.model} has a U-Net with {unet.unet.config.in_channels} input channels; "
-                         "interpolation needs a base video model or an interpolation model")
+        raise VidiffInputError(f"{config.model} has a U-Net with {unet.unet.config.in_channels} input channels; "
+                               "interpolation needs a base video model or an interpolation model")
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     frozen_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
     for model in (vae, text_encoder):  # nn.Module.to: diffusers' .to(dtype) warns about nothing here
@@ -437,8 +438,8 @@ def checkpoint_model_folder(checkpoint: Path, source: Path, target: Path) -> Pat
     ema = load_checkpoint(Path(checkpoint))["ema"]
     names = {name for name, _ in unet.named_parameters()}
     if not ema or not set(ema) <= names:
-        raise ValueError(f"{checkpoint} holds no EMA weights for the U-Net of {source} (trained with ema: false, "
-                         "or from another model)")
+        raise VidiffInputError(f"{checkpoint} holds no EMA weights for the U-Net of {source} (trained with ema: false, "
+                               "or from another model)")
     state = unet.state_dict()
     state.update({name: value.to(state[name].dtype) for name, value in ema.items()})
     unet.load_state_dict(state)  # strict: every key of the U-Net, the EMA's in place of the trained ones
