@@ -86,6 +86,13 @@ def check_model_folder(folder: str | os.PathLike, components: tuple[str, ...]) -
         raise FileNotFoundError(f"{folder / 'unet'} has no config.json")
 
 
+def is_model_folder(path: str | os.PathLike) -> bool:
+    """Whether `path` is a folder `--overwrite` may replace with a model folder: one holding a model_index.json (a
+    model folder itself), or nothing."""
+    path = Path(path)
+    return path.is_dir() and not path.is_symlink() and ((path / MODEL_INDEX).is_file() or not any(path.iterdir()))
+
+
 def write_model_index(folder: Path, classes: dict[str, list[str]], extra_from: dict | None = None) -> None:
     """model_index.json of a video model; `extra_from` (the source's index) carries an upscaler's low-res
     scheduler, max_noise_level and residual flag over, and makes the folder an UpscalePipeline."""

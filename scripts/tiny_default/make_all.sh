@@ -51,7 +51,7 @@ for stage in $stages; do
     eval)
       # the image model is best at low guidance (README of this folder); the video model is judged the same way
       "$python" -m vidiff.cli eval --model "$work/temporal-e/model" --baseline "$work/image-words" \
-        --guidance 1.5 --clips-per-combo 8 --device "$device" --out "$work/eval" --no-progress ;;
+        --guidance 1.5 --clips-per-combo 8 --device "$device" --out "$work/eval" --overwrite --no-progress ;;
     ship)
       "$python" scripts/tiny_default/ship.py "$work/temporal-e/model" --guidance 1.5 --eval "$work/eval/eval.json" \
         --note "scripts/tiny_default/make_all.sh, temporal-direction (train_temporal.py --direction)" ;;

@@ -30,6 +30,11 @@ def add_output(parser: argparse.ArgumentParser) -> None:
                         help="output path: .mp4 .gif .webm .mkv (lossless), or a folder for PNGs")
 
 
+def add_overwrite(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output (once the new one is "
+                        "complete); a folder holding anything but a frame folder's files is never replaced")
+
+
 def model_or_default(model: str | None) -> Path:
     """The --model folder, or the default model shipped in the package."""
     from vidiff.model_folder import default_model
@@ -37,10 +42,10 @@ def model_or_default(model: str | None) -> Path:
     return Path(model) if model else default_model()
 
 
-def check_new_output(path: str) -> None:
-    """A writable output path of a known format that does not exist yet."""
+def check_new_output(path: str, overwrite: bool = False) -> None:
+    """A writable output path of a known format that does not exist yet (or, with `overwrite`, may be replaced)."""
     from vidiff.cli.jobs import check_output
+    from vidiff.io.video import check_video_destination
 
     check_output(path)
-    if Path(path).exists():
-        raise FileExistsError(f"{path} already exists; choose another -o")
+    check_video_destination(path, overwrite)

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from vidiff.cli.common import CHECKS, LIBRARIES, add_device, add_progress, model_or_default
+from vidiff.cli.common import CHECKS, LIBRARIES, add_device, add_overwrite, add_progress, model_or_default
 from vidiff.errors import VidiffInputError
 from vidiff.process import import_quickly
 
@@ -46,6 +46,7 @@ def add_parser(sub) -> None:
     p.add_argument("--upscale-steps", type=int, help="denoising steps of the upscaler (default: the stage's "
                    "cascade.json recommendation, else 25)")
     p.add_argument("--dtype", default="auto", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16")
+    add_overwrite(p)
     add_device(p)
     p.add_argument("--cpu-offload", action="store_true", help="keep models on the CPU until used (small GPUs)")
     p.add_argument("--compile", action="store_true", help="run the base U-Net through torch.compile (inductor). "
@@ -80,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     written = run_jobs(pipe, jobs, fps=args.fps, scheduler=args.scheduler, model=str(model),
                        process_index=state.process_index, num_processes=state.num_processes, load_s=load_s,
                        interpolate=stages["interpolate"], upscale=stages["upscale"],
-                       interpolate_steps=args.interpolate_steps, upscale_steps=args.upscale_steps)
+                       interpolate_steps=args.interpolate_steps, upscale_steps=args.upscale_steps,
+                       overwrite=args.overwrite)
     for path in written:
         print(f"wrote {path}")
     print(f"{len(written)} clip(s) in {time.perf_counter() - start:.1f} s", file=sys.stderr)
@@ -109,7 +111,7 @@ def check_inputs(args: argparse.Namespace):
         jobs = [gen.Job(prompt=args.prompt, **defaults)]
     jobs = gen.assign_seeds_and_outputs(jobs, args.output, args.seed)
     for job in jobs:
-        gen.check_output(job.output)
+        gen.check_output(job.output, args.overwrite)
     gen.check_model_settings(model, jobs)
     return model, jobs, check_stages(args, model, jobs)
 

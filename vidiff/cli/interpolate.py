@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from vidiff.cli.common import CHECKS, LIBRARIES, add_device, add_progress, check_new_output, model_or_default
+from vidiff.cli.common import (CHECKS, LIBRARIES, add_device, add_overwrite, add_progress, check_new_output,
+                               model_or_default)
 from vidiff.errors import VidiffInputError
 from vidiff.process import import_quickly
 
@@ -34,6 +35,7 @@ def add_parser(sub) -> None:
                    "(0, 1]; lower keeps more of the start (default: the stage's recommendation)")
     p.add_argument("--prompt", default="", help="optional text describing the video (default: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled frames (default 0)")
+    add_overwrite(p)
     add_device(p)
     add_progress(p)
     p.set_defaults(func=run)
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from vidiff.pipelines.cascade import interpolation_stage, load_interpolation
 
     model = model_or_default(args.model)
-    check_new_output(args.output)
+    check_new_output(args.output, args.overwrite)
     check_video_model(model)
     interpolation_stage(model)  # a cascade naming one, or a masked-frame model itself
     interpolation_sampling(model, args)
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     write_video(out, args.output, fps=out_fps, metadata={
         "input": str(args.input), "input_frames": len(frames), "input_fps": fps, "factor": args.factor,
         "model": str(model), **sampling, "seed": args.seed, "prompt": args.prompt,
-        "seconds": round(time.perf_counter() - start, 2)})
+        "seconds": round(time.perf_counter() - start, 2)}, overwrite=args.overwrite)
     print(f"wrote {args.output}: {len(frames)} -> {len(out)} frames at {out_fps:g} fps")
     return 0
 

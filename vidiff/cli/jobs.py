@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from vidiff.errors import VidiffInputError
-from vidiff.io.video import SUPPORTED_OUTPUTS, WRITE_SUFFIXES
+from vidiff.io.video import SUPPORTED_OUTPUTS, WRITE_SUFFIXES, check_video_destination
 from vidiff.model_folder import check_video_model
 
 SCHEDULER_NAMES = ("ddim", "dpm++", "euler")  # text_to_video.SCHEDULERS' keys, without importing diffusers
@@ -90,8 +90,9 @@ def assign_seeds_and_outputs(jobs: list[Job], output: str | None, base_seed: int
     return planned
 
 
-def check_output(path: str | os.PathLike) -> None:
-    """Refuse, before any work, an output whose format is unknown or whose folder cannot be written."""
+def check_output(path: str | os.PathLike, overwrite: bool | None = None) -> None:
+    """Refuse, before any work, an output whose format is unknown or whose folder cannot be written, and (unless
+    `overwrite` is None) one that exists but may not be replaced."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix and suffix not in WRITE_SUFFIXES:
@@ -102,6 +103,8 @@ def check_output(path: str | os.PathLike) -> None:
     existing = next(p for p in (parent, *parent.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK):
         raise PermissionError(f"cannot write {path}: {existing} is not a writable folder")
+    if overwrite is not None:
+        check_video_destination(path, overwrite)
 
 
 def check_model_settings(model: str | os.PathLike, jobs: list[Job]) -> None:
@@ -112,9 +115,11 @@ def check_model_settings(model: str | os.PathLike, jobs: list[Job]) -> None:
 
 
 def run_jobs(pipe, jobs: list[Job], fps: float, scheduler: str, model: str, process_index: int = 0,
-             num_processes: int = 1, writer=None, load_s: float | None = None, **stages) -> list[Path]:
+             num_processes: int = 1, writer=None, load_s: float | None = None, overwrite: bool = False,
+             **stages) -> list[Path]:
     """Generate and write this process's share of `jobs` (every `num_processes`-th, from `process_index`) with a
-    `VideoCascadePipeline`; `stages`: its interpolate / upscale settings. `fps` is the base frames' rate."""
+    `VideoCascadePipeline`; `stages`: its interpolate / upscale settings. `fps` is the base frames' rate. An
+    existing output is replaced only with `overwrite`."""
     from vidiff import __version__
 
     if writer is None:
@@ -138,7 +143,7 @@ def run_jobs(pipe, jobs: list[Job], fps: float, scheduler: str, model: str, proc
             **({name: meta[name] for name in ("base", "interpolation", "upscale") if name in meta}
                if len(seconds) > 1 else {}),
         }
-        written.append(Path(writer(frames, job.output, fps=fps * factor, metadata=metadata)))
+        written.append(Path(writer(frames, job.output, fps=fps * factor, metadata=metadata, overwrite=overwrite)))
     return written
 
 

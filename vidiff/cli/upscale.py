@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from vidiff.cli.common import CHECKS, LIBRARIES, add_device, add_progress, check_new_output, model_or_default
+from vidiff.cli.common import (CHECKS, LIBRARIES, add_device, add_overwrite, add_progress, check_new_output,
+                               model_or_default)
 from vidiff.errors import VidiffInputError
 from vidiff.process import import_quickly
 
@@ -38,6 +39,7 @@ def add_parser(sub) -> None:
     p.add_argument("--overlap", type=int, default=4, help="frames shared by neighbouring windows (default 4)")
     p.add_argument("--independent-noise", action="store_true", help="start every frame from its own noise "
                    "(flickers more; for comparison)")
+    add_overwrite(p)
     add_device(p)
     add_progress(p)
     p.set_defaults(func=run)
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     # 1. Check everything that can be checked without loading a model
     check_upscale_settings(args)
     model = model_or_default(args.model)
-    check_new_output(args.output)
+    check_new_output(args.output, args.overwrite)
     model_scale, fold = upscaler_geometry(model)  # a cascade naming an upscale stage, or an upscaler itself
     from vidiff.pipelines.upscale import upscale, upscale_passes
 
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         "model": str(model), "steps": settings["num_inference_steps"], "noise_level": settings["noise_level"],
         "seed": args.seed,
         "prompt": args.prompt, "shared_noise": not args.independent_noise, "window": args.window,
-        "seconds": round(time.perf_counter() - start, 2)})
+        "seconds": round(time.perf_counter() - start, 2)}, overwrite=args.overwrite)
     print(f"wrote {args.output}: {frames.shape[2]}x{frames.shape[1]} -> {out.shape[2]}x{out.shape[1]}, "
           f"{len(out)} frames")
     return 0

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidiff.atomic import write_text
+from vidiff.atomic import check_destination, write_text
 from vidiff.data.shapes import ALL_COMBOS, COLOURS, DIRECTIONS, HELD_OUT, SHAPES, caption, combinations, render_clip
 from vidiff.errors import VidiffInputError
 from vidiff.eval.judge import judge_clip, summarize, to_markdown
@@ -31,6 +31,7 @@ from vidiff.model_folder import COMPONENTS, check_model_folder
 from vidiff.model_folder import check_video_model as check_model_configs
 
 SPLITS = ("all", "train", "heldout")
+REPORT_FILES = ("eval.json", "eval.md")  # what write_report writes into its folder
 CHANCE = {"colour": 1 / len(COLOURS), "shape": 1 / len(SHAPES), "direction": 1 / len(DIRECTIONS)}
 
 # A batch of work: (index of the combination in ALL_COMBOS, index of the clip within the combination)
@@ -83,14 +84,17 @@ def check_device(device: str) -> None:
             raise VidiffInputError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:1, mps") from None
 
 
-def check_out_dir(out_dir: str | os.PathLike) -> None:
-    """Refuse a report folder that is an existing file or sits below one that cannot be written."""
+def check_out_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> None:
+    """Refuse a report folder that is an existing file, sits below one that cannot be written, or already holds a
+    report (unless `overwrite`)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"report folder {out_dir} is an existing file")
     existing = next(p for p in (out_dir, *out_dir.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK):
         raise PermissionError(f"cannot write the report into {out_dir}: {existing} is not a writable folder")
+    for name in REPORT_FILES:
+        check_destination(out_dir / name, overwrite)
 
 
 def frame_size(model_dir: str | os.PathLike) -> int:
@@ -342,12 +346,15 @@ def report_markdown(result: dict, baseline: dict | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(result: dict, out_dir: str | os.PathLike, baseline: dict | None = None) -> tuple[Path, Path]:
+def write_report(result: dict, out_dir: str | os.PathLike, baseline: dict | None = None,
+                 overwrite: bool = False) -> tuple[Path, Path]:
     """Write `eval.json` (the result, with the baseline's under "baseline") and `eval.md` into `out_dir`,
-    each atomically. A baseline may also come inside `result` as result["baseline"]. Returns both paths."""
+    each atomically; an existing report is replaced only with `overwrite`. A baseline may also come inside `result`
+    as result["baseline"]. Returns both paths."""
     out_dir = Path(out_dir)
     baseline = baseline if baseline is not None else result.get("baseline")
     document = {**result, "baseline": baseline} if baseline is not None else result
-    json_path = write_text(out_dir / "eval.json", json.dumps(document, indent=2) + "\n")
-    md_path = write_text(out_dir / "eval.md", report_markdown(result, baseline))
+    check_out_dir(out_dir, overwrite)  # before writing either file, so that none is written beside an old one
+    json_path = write_text(out_dir / "eval.json", json.dumps(document, indent=2) + "\n", overwrite=overwrite)
+    md_path = write_text(out_dir / "eval.md", report_markdown(result, baseline), overwrite=overwrite)
     return json_path, md_path

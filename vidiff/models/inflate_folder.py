@@ -9,10 +9,10 @@ from typing import Any
 
 from diffusers import UNet2DConditionModel
 
-from vidiff.atomic import atomic_dir
+from vidiff.atomic import atomic_dir, check_destination
 from vidiff.errors import VidiffInputError
-from vidiff.model_folder import (COMPONENTS, EXTRA_COMPONENTS, check_model_folder, component_classes, library_of,
-                                 read_index, write_model_index)
+from vidiff.model_folder import (COMPONENTS, EXTRA_COMPONENTS, check_model_folder, component_classes,
+                                 is_model_folder, library_of, read_index, write_model_index)
 from vidiff.models.inflate import inflate_unet
 from vidiff.models.motion_adapter import inflate_with_motion_adapter
 from vidiff.models.video_unet import VideoUNet
@@ -35,14 +35,13 @@ def inflate_model_folder(
     settings build the temporal attention unless `options` say otherwise.
     """
     base, out = Path(base), Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"output folder {out} already exists; pass --overwrite or choose another path")
+    check_destination(out, overwrite, replaceable=is_model_folder)
     if base.is_file():
         return _inflate_single_file(base, out, config, overwrite, motion_adapter, **options)
     check_model_folder(base, COMPONENTS + ("unet",))
 
     video = _inflate(UNet2DConditionModel.from_pretrained(base / "unet"), motion_adapter, options)
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, replaceable=is_model_folder) as tmp:
         video.save_pretrained(tmp / "unet")
         for name in (*COMPONENTS, *EXTRA_COMPONENTS):
             if name in COMPONENTS or (base / name).is_dir():
@@ -72,7 +71,7 @@ def _inflate_single_file(path: Path, out: Path, config, overwrite: bool, motion_
             "pass --config with a local diffusers folder of the same model type"
         ) from error
     video = _inflate(pipe.unet, motion_adapter, options)
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, replaceable=is_model_folder) as tmp:
         video.save_pretrained(tmp / "unet")
         for name in COMPONENTS:
             getattr(pipe, name).save_pretrained(tmp / name)

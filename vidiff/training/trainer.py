@@ -475,7 +475,7 @@ def _validate(accelerator, pipe, config: TrainConfig, step: int, output: Path) -
                           num_inference_steps=config.validation_steps,
                           generator=torch.Generator().manual_seed(seed)).frames[0]
             write_video(frames, output / "validation" / f"step-{step:08d}-{k:02d}-seed{seed}.gif", fps=8,
-                        metadata={"prompt": prompt, "seed": seed, "step": step})
+                        metadata={"prompt": prompt, "seed": seed, "step": step}, overwrite=True)  # the run's own
     unet.train()
 
 
