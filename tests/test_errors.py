@@ -68,3 +68,15 @@ def test_free_space_check(tmp_path, monkeypatch):
                                                                                      5_000_000))
     with pytest.raises(NoSpaceError, match=r"no space left on .*yet \(needed about 40 MB, 5 MB free\)"):
         check_free_space(tmp_path / "not" / "yet", 40_000_000)
+
+
+def test_an_unknown_or_missing_device_is_the_users_to_fix():
+    import torch
+
+    from vidiff.devices import pick_device
+
+    with pytest.raises(VidiffInputError, match="unknown device 'nope'"):
+        pick_device("nope")  # torch says RuntimeError, which would have been exit 1
+    if not torch.cuda.is_available():
+        with pytest.raises(VidiffInputError, match="no CUDA device"):
+            pick_device("cuda:0")

@@ -127,7 +127,7 @@ class TrainConfig:
 
 
 def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] = ()) -> T:
-    """Build `cls` from a YAML file (optional) and `key=value` overrides; unknown keys raise `ValueError`."""
+    """Build `cls` from a YAML file (optional) and `key=value` overrides; unknown keys raise `VidiffInputError`."""
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)

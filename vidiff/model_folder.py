@@ -37,7 +37,7 @@ DEFAULT_GUIDANCE = 7.5  # Stable Diffusion's usual scale, for a folder that reco
 
 def read_json(path: str | os.PathLike, default: dict | None = None) -> dict:
     """A JSON object from `path`; `default` (when given) for a missing file. A file that is not a JSON object is a
-    `ValueError` naming it."""
+    `VidiffInputError` naming it."""
     path = Path(path)
     if default is not None and not path.is_file():
         return default

@@ -208,9 +208,9 @@ class VideoFolderDataset(torch.utils.data.Dataset):
         logger.warning("skipping video %s: %s", path, reason)
         return None
 
-    def _none_left(self) -> ValueError:
+    def _none_left(self) -> VidiffInputError:
         first = f" (first: {self.skipped[0]['path']}: {self.skipped[0]['reason']})" if self.skipped else ""
-        return ValueError(f"no readable videos in {self.root}: {len(self.skipped)} files skipped{first}")
+        return VidiffInputError(f"no readable videos in {self.root}: {len(self.skipped)} files skipped{first}")
 
     def __len__(self) -> int:
         return len(self.videos)
