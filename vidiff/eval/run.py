@@ -246,6 +246,7 @@ def evaluate_image_baseline(
 
     from vidiff.devices import pick_device, pick_dtype
     from vidiff.pipelines.text_to_video import SCHEDULERS
+    from vidiff.weights import loading
 
     # 1. Check inputs
     check_settings(clips_per_combo, split, num_frames, steps, batch_size, guidance)
@@ -258,8 +259,9 @@ def evaluate_image_baseline(
     torch_device = pick_device(device)
     dtype = pick_dtype("auto", torch_device)
     dtype_kwargs = {} if dtype == torch.float32 else {"torch_dtype": dtype}  # the default; newer diffusers warn
-    pipe = StableDiffusionPipeline.from_pretrained(image_model_dir, safety_checker=None,
-                                                   requires_safety_checker=False, **dtype_kwargs)
+    with loading(image_model_dir):
+        pipe = StableDiffusionPipeline.from_pretrained(image_model_dir, safety_checker=None,
+                                                       requires_safety_checker=False, **dtype_kwargs)
     scheduler_cls, options = SCHEDULERS[scheduler]
     pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config, **options)
     pipe.to(torch_device)

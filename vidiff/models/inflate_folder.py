@@ -16,6 +16,7 @@ from vidiff.model_folder import (COMPONENTS, EXTRA_COMPONENTS, check_model_folde
 from vidiff.models.inflate import inflate_unet
 from vidiff.models.motion_adapter import inflate_with_motion_adapter
 from vidiff.models.video_unet import VideoUNet
+from vidiff.weights import check_weights, loading
 
 
 def inflate_model_folder(
@@ -39,8 +40,11 @@ def inflate_model_folder(
     if base.is_file():
         return _inflate_single_file(base, out, config, overwrite, motion_adapter, **options)
     check_model_folder(base, COMPONENTS + ("unet",))
+    check_weights(base)  # the components are copied as they are: a broken file must not reach the video model
 
-    video = _inflate(UNet2DConditionModel.from_pretrained(base / "unet"), motion_adapter, options)
+    with loading(base / "unet"):
+        unet2d = UNet2DConditionModel.from_pretrained(base / "unet")
+    video = _inflate(unet2d, motion_adapter, options)
     with atomic_dir(out, overwrite=overwrite, replaceable=is_model_folder) as tmp:
         video.save_pretrained(tmp / "unet")
         for name in (*COMPONENTS, *EXTRA_COMPONENTS):

@@ -37,14 +37,13 @@ from diffusers.models.unets.unet_2d_blocks import (
 from diffusers.utils import BaseOutput
 from einops import rearrange
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from vidiff.atomic import atomic_path
 from vidiff.errors import VidiffInputError
 from vidiff.models.attention import SharedTextAttnProcessor, cross_attentions
 from vidiff.models.temporal import TemporalAttention, TemporalConv, temporal_named_parameters
+from vidiff.weights import read_weights, save_safetensors
 
 SUPPORTED_BLOCKS = (DownBlock2D, CrossAttnDownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D, CrossAttnUpBlock2D)
 
@@ -254,12 +253,11 @@ class VideoUNet(ModelMixin, ConfigMixin):
         return {name: param.detach() for name, param in temporal_named_parameters(self)}
 
     def save_temporal_weights(self, path: str | os.PathLike) -> Path:
-        """Write the temporal parameters alone as one safetensors file, with the settings that built them."""
+        """Write the temporal parameters alone as one safetensors file, with the settings that built them. Equal
+        weights give equal bytes (sorted header), so a checksum confirms a reproduction."""
         tensors = {k: v.contiguous().cpu() for k, v in self.temporal_state_dict().items()}
         metadata = {"format": TEMPORAL_WEIGHTS_FORMAT, "config": json.dumps(self.temporal_config())}
-        with atomic_path(path) as tmp:
-            save_file(tensors, tmp, metadata=metadata)
-        return Path(path)
+        return save_safetensors(tensors, path, metadata)
 
     def load_temporal_weights(self, path: str | os.PathLike) -> None:
         """Load a file written by `save_temporal_weights`; every key must match, in name and shape."""
@@ -347,9 +345,12 @@ def read_temporal_weights(path: str | os.PathLike) -> tuple[dict[str, Any], dict
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"temporal weights file not found: {path}")
-    with safe_open(path, framework="pt") as f:
-        metadata = f.metadata() or {}
-        if metadata.get("format") != TEMPORAL_WEIGHTS_FORMAT:
-            raise VidiffInputError(f"{path} is not a vidiff temporal weights file (format {metadata.get('format')!r})")
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    metadata, tensors = read_weights(path, _read_safetensors)
+    if metadata.get("format") != TEMPORAL_WEIGHTS_FORMAT:
+        raise VidiffInputError(f"{path} is not a vidiff temporal weights file (format {metadata.get('format')!r})")
     return json.loads(metadata["config"]), tensors
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    with safe_open(path, framework="pt") as f:
+        return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}

@@ -68,20 +68,22 @@ def load_stage(model: Path, stage: Stage, pipeline_class, device: torch.device, 
     model's: the modules of `base_pipe` when one is loaded (shared, not copied), else read from `model` (the base
     U-Net is never loaded). Schedulers are never shared: they keep state between calls."""
     from vidiff.models.video_unet import VideoUNet
+    from vidiff.weights import loading
 
     shared = dict(base_pipe.components) if base_pipe is not None else {}
-    components = {"unet": VideoUNet.from_pretrained(stage.path / "unet", torch_dtype=dtype)}
-    for name in ("vae", "text_encoder", "tokenizer", "scheduler"):
-        own = (stage.path / name).is_dir()
-        if not own and name in shared:
-            components[name] = (shared[name] if name != "scheduler"
-                                else type(shared[name]).from_config(shared[name].config))
-            continue
-        kwargs = {"torch_dtype": dtype} if name in ("vae", "text_encoder") else {}
-        # a component of the stage's own may be of another class than the base's (an upscaler's pixel codec)
-        index_dir = stage.path if own and (stage.path / MODEL_INDEX).is_file() else model
-        components[name] = component_class(index_dir, name).from_pretrained((stage.path if own else model) / name,
-                                                                            **kwargs)
+    with loading(stage.path, model):  # a weights file that will not load: one line naming it
+        components = {"unet": VideoUNet.from_pretrained(stage.path / "unet", torch_dtype=dtype)}
+        for name in ("vae", "text_encoder", "tokenizer", "scheduler"):
+            own = (stage.path / name).is_dir()
+            if not own and name in shared:
+                components[name] = (shared[name] if name != "scheduler"
+                                    else type(shared[name]).from_config(shared[name].config))
+                continue
+            kwargs = {"torch_dtype": dtype} if name in ("vae", "text_encoder") else {}
+            # a component of the stage's own may be of another class than the base's (an upscaler's pixel codec)
+            index_dir = stage.path if own and (stage.path / MODEL_INDEX).is_file() else model
+            components[name] = component_class(index_dir, name).from_pretrained((stage.path if own else model) / name,
+                                                                                **kwargs)
     if "low_res_scheduler" in inspect.signature(pipeline_class.__init__).parameters:
         from diffusers import DDPMScheduler
 

@@ -25,6 +25,7 @@ from vidiff.errors import VidiffInputError
 from vidiff.model_folder import COMPONENTS, check_model_folder, component_class, component_config, vae_scale_factor
 from vidiff.models.inflate import inflate_unet
 from vidiff.models.video_unet import VideoUNet
+from vidiff.weights import loading
 
 SCHEDULERS = {
     "ddim": (DDIMScheduler, {}),
@@ -77,19 +78,20 @@ class TextToVideoPipeline(DiffusionPipeline):
         """
         folder = Path(folder)
         check_model_folder(folder, (*COMPONENTS, "unet"))
-        unet_config = component_config(folder, "unet")
-        dtype = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
-        if unet_config.get("_class_name") == "VideoUNet":
-            unet = VideoUNet.from_pretrained(folder / "unet", **dtype)
-        elif inflate_image_model and unet_config.get("_class_name") == "UNet2DConditionModel":
-            unet = inflate_unet(UNet2DConditionModel.from_pretrained(folder / "unet", **dtype))
-        else:
-            raise VidiffInputError(f"{folder / 'unet'} holds a {unet_config.get('_class_name')}, not a VideoUNet; "
-                                   "make a video model with `vidiff inflate`")
-        components = {"unet": unet}
-        for name in COMPONENTS:
-            kwargs = dtype if name in ("vae", "text_encoder") else {}
-            components[name] = component_class(folder, name).from_pretrained(folder / name, **kwargs)
+        with loading(folder):  # a weights file that will not load: one line naming it
+            unet_config = component_config(folder, "unet")
+            dtype = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
+            if unet_config.get("_class_name") == "VideoUNet":
+                unet = VideoUNet.from_pretrained(folder / "unet", **dtype)
+            elif inflate_image_model and unet_config.get("_class_name") == "UNet2DConditionModel":
+                unet = inflate_unet(UNet2DConditionModel.from_pretrained(folder / "unet", **dtype))
+            else:
+                raise VidiffInputError(f"{folder / 'unet'} holds a {unet_config.get('_class_name')}, not a VideoUNet; "
+                                       "make a video model with `vidiff inflate`")
+            components = {"unet": unet}
+            for name in COMPONENTS:
+                kwargs = dtype if name in ("vae", "text_encoder") else {}
+                components[name] = component_class(folder, name).from_pretrained(folder / name, **kwargs)
         return cls(**components)
 
     def set_scheduler(self, name: str) -> None:

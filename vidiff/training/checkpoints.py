@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vidiff.atomic import atomic_dir
+from vidiff.weights import read_weights
 
 PREFIX = "step-"
 
@@ -52,11 +53,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read a checkpoint folder: `params`, `ema` (or None), `optimizer`, `lr_scheduler`, `torch_rng`, `state`."""
     if not (path / "state.json").is_file():
         raise FileNotFoundError(f"{path} is not a complete vidiff checkpoint (no state.json)")
-    extra = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+    extra = read_weights(path / "optimizer.pt", lambda p: torch.load(p, map_location="cpu", weights_only=True))
     ema_path = path / "ema.safetensors"
     return {
-        "params": load_file(path / "trainable.safetensors"),
-        "ema": load_file(ema_path) if ema_path.is_file() else None,
+        "params": read_weights(path / "trainable.safetensors", load_file),
+        "ema": read_weights(ema_path, load_file) if ema_path.is_file() else None,
         "state": json.loads((path / "state.json").read_text()),
         **extra,
     }

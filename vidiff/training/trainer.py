@@ -31,6 +31,7 @@ from vidiff.model_folder import COMPONENTS, EXTRA_COMPONENTS, component_classes,
 from vidiff.models.interpolation import extrapolation_mask, interpolation_mask, masked_condition, widen_conv_in
 from vidiff.models.temporal import temporal_named_parameters
 from vidiff.training.checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
+from vidiff.weights import loading
 
 logger = logging.getLogger(__name__)
 TEXT_ENCODER_PREFIX = "text_encoder."  # names of text-encoder weights among the trained ones (train_text_encoder)
@@ -434,7 +435,8 @@ def checkpoint_model_folder(checkpoint: Path, source: Path, target: Path) -> Pat
     replaced, and `source`'s other components; for runs cut short (`train(..., stop_after=N)`) or killed."""
     from vidiff.models.video_unet import VideoUNet
 
-    unet = VideoUNet.from_pretrained(Path(source) / "unet")
+    with loading(Path(source) / "unet"):
+        unet = VideoUNet.from_pretrained(Path(source) / "unet")
     ema = load_checkpoint(Path(checkpoint))["ema"]
     names = {name for name, _ in unet.named_parameters()}
     if not ema or not set(ema) <= names:
