@@ -27,10 +27,12 @@ from tqdm.auto import tqdm
 from vidiff.atomic import atomic_dir, write_text
 from vidiff.config import TrainConfig
 from vidiff.errors import VidiffInputError
-from vidiff.model_folder import COMPONENTS, EXTRA_COMPONENTS, component_classes, read_index, write_model_index
+from vidiff.model_folder import (COMPONENTS, EXTRA_COMPONENTS, component_classes, is_model_folder, read_index,
+                                 write_model_index)
 from vidiff.models.interpolation import extrapolation_mask, interpolation_mask, masked_condition, widen_conv_in
 from vidiff.models.temporal import temporal_named_parameters
-from vidiff.training.checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
+from vidiff.training.checkpoints import load_checkpoint, save_checkpoint
+from vidiff.training.resume import check_checkpoint_fits, prepare_run, record_run
 from vidiff.weights import loading
 
 logger = logging.getLogger(__name__)
@@ -96,10 +98,12 @@ def trainable_parameters(unet, mode: str) -> dict[str, torch.nn.Parameter]:
     return everything if mode == "all" else {k: v for k, v in everything.items() if k not in temporal}
 
 
-def train(config: TrainConfig, resume: bool | str = False, stop_after: int | None = None) -> dict[str, Any]:
+def train(config: TrainConfig, resume: bool | str = False, stop_after: int | None = None,
+          overwrite: bool = False) -> dict[str, Any]:
     """Run (or resume) training; returns the run summary also written to `train_summary.json`.
 
     stop_after: end right after that step's checkpoint, as a killed run would (for tests and time-boxed runs).
+    overwrite: start over in an output folder that holds a run (`vidiff.training.resume.prepare_run`).
     """
     from accelerate import Accelerator
     from diffusers import DDPMScheduler
@@ -115,6 +119,7 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
     accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with=_tracker(),
                               project_dir=str(output), gradient_accumulation_steps=config.gradient_accumulation_steps)
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    checkpoint = prepare_run(config, resume, overwrite, accelerator.is_main_process)  # before loading anything
     pipeline_class = TextToVideoPipeline
     if config.task == "upscale":
         from vidiff.pipelines.upscale import UpscalePipeline as pipeline_class
@@ -167,9 +172,9 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
 
     # 4. Resume
     step, samples_seen = 0, 0
-    checkpoint = _find_checkpoint(output, resume)
     if checkpoint is not None:
         saved = load_checkpoint(checkpoint)
+        check_checkpoint_fits(saved, trained, optimizer, checkpoint)
         with torch.no_grad():
             for name, param in trained.items():
                 param.copy_(saved["params"][name])
@@ -191,7 +196,7 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
         unet, optimizer = accelerator.prepare(unet, optimizer)
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
-        write_text(output / "config.json", json.dumps(vars(config), indent=2))
+        record_run(output, config, checkpoint, step)
         accelerator.init_trackers("vidiff")
 
     # 5. Training loop
@@ -237,7 +242,7 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
             if accelerator.is_main_process:
                 last_checkpoint = save_checkpoint(
                     output, step, trained, ema, optimizer, lr_scheduler,
-                    {"samples_seen": samples_seen, "loss": loss_value, "written_by_rank": rank},
+                    {"samples_seen": samples_seen, "loss": loss_value, "written_by_rank": rank, "config": vars(config)},
                     config.keep_checkpoints)
             accelerator.wait_for_everyone()
         if config.validation_prompts and config.validation_every and step % config.validation_every == 0:
@@ -419,17 +424,6 @@ def _update_ema(ema: dict[str, torch.Tensor], params: dict[str, torch.nn.Paramet
         ema[name].mul_(decay).add_(param.detach().float(), alpha=1 - decay)
 
 
-def _find_checkpoint(output: Path, resume: bool | str) -> Path | None:
-    if not resume:
-        return None
-    if resume is True or resume == "latest":
-        found = list_checkpoints(output)
-        if not found:
-            raise FileNotFoundError(f"nothing to resume: no checkpoints under {output / 'checkpoints'}")
-        return found[-1]
-    return Path(resume)
-
-
 def checkpoint_model_folder(checkpoint: Path, source: Path, target: Path) -> Path:
     """A complete model folder from a checkpoint's EMA weights: `source`'s U-Net with the weights the run trained
     replaced, and `source`'s other components; for runs cut short (`train(..., stop_after=N)`) or killed."""
@@ -452,7 +446,7 @@ def checkpoint_model_folder(checkpoint: Path, source: Path, target: Path) -> Pat
 def _save_model_folder(unet, source: Path, target: Path, text_encoder=None) -> None:
     """A complete video model folder: the trained U-Net (and text encoder, if it trained) plus the source model's
     other components."""
-    with atomic_dir(target, overwrite=True) as tmp:
+    with atomic_dir(target, overwrite=True, replaceable=is_model_folder) as tmp:
         unet.save_pretrained(tmp / "unet")
         if text_encoder is not None:
             text_encoder.save_pretrained(tmp / "text_encoder", safe_serialization=True)
