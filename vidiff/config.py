@@ -1,4 +1,5 @@
-"""Run configs: YAML files under `configs/` map onto these dataclasses; unknown keys are an error.
+"""Run configs: YAML files under `configs/` map onto these dataclasses; unknown keys are an error, and every value is
+checked against its field's type by pydantic (`validate_fields`), which names the key, the value and the type.
 
 What a model *is* lives in its saved config; how one run goes lives here. Command-line overrides use the
 same key names: `vidiff train --config configs/train/temporal.yaml max_steps=200 data=my_videos`.
@@ -7,11 +8,14 @@ same key names: `vidiff train --config configs/train/temporal.yaml max_steps=200
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pydantic
 import yaml
 
 from vidiff.errors import VidiffInputError
@@ -88,6 +92,8 @@ class TrainConfig:
     num_workers: int = 0  # data loader worker processes
 
     def check(self) -> None:
+        """Refuse wrong types (values given in Python are not converted) and bad values, naming the key."""
+        validate_fields(type(self), vars(self), strict=True)
         choices = {"trainable": ("temporal", "all", "spatial"), "short_videos": ("stride", "skip"),
                    "task": ("generate", "interpolate", "upscale"),
                    "mixed_precision": ("no", "fp16", "bf16")}
@@ -148,23 +154,41 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
     unknown = sorted(set(values) - known)
     if unknown:
         raise VidiffInputError(f"unknown config keys {unknown}; known keys: {', '.join(sorted(known))}")
-    config = cls(**{k: _coerce(cls, k, v) for k, v in values.items()})
-    return config
+    return cls(**validate_fields(cls, values))
 
 
-def _coerce(cls, key: str, value: Any) -> Any:
-    """Turn YAML scalars into the field's type where that is unambiguous (e.g. 1 -> 1.0, '1e-4' -> 1e-4)."""
-    default = next(f for f in dataclasses.fields(cls) if f.name == key)
-    expected = default.type if isinstance(default.type, str) else getattr(default.type, "__name__", "")
+def validate_fields(cls: type, values: dict[str, Any], strict: bool = False, where: str = "") -> dict[str, Any]:
+    """`values` checked against the dataclass `cls`'s field types by pydantic, and converted where YAML or a
+    command line gives text for a number or a truth value (strict: no conversion, for values given in Python or
+    JSON). Every wrong value becomes part of one `VidiffInputError` line naming the key, the value and the type
+    expected; `where` (e.g. "prompts.jsonl:3: ") leads it."""
     try:
-        if expected == "float" and isinstance(value, (int, str)):
-            return float(value)
-        if expected == "int" and isinstance(value, str):
-            return int(value)
-    except ValueError:
-        raise VidiffInputError(f"{key}={value!r} is not a {expected}") from None
-    if expected in ("int", "float") and not isinstance(value, (int, float)):
-        raise VidiffInputError(f"{key}={value!r} is not a {expected}")
-    if expected == "str" and not isinstance(value, str):
-        raise VidiffInputError(f"{key}={value!r} is not a string")
-    return value
+        checked = _validator(cls, strict).model_validate(values)
+    except pydantic.ValidationError as error:
+        hints = typing.get_type_hints(cls)
+        problems = []
+        for item in error.errors():
+            key = str(item["loc"][0]) + "".join(f"[{part}]" for part in item["loc"][1:])
+            hint = hints.get(item["loc"][0])
+            if len(item["loc"]) > 1 and typing.get_origin(hint) is list:  # an item of a list: the item's type
+                hint = typing.get_args(hint)[0]
+            expected = _type_name(hint)
+            problems.append(f"{key}={item['input']!r} is not a valid {expected} ({item['msg'][0].lower()}"
+                            f"{item['msg'][1:]})")
+        raise VidiffInputError(where + "; ".join(problems)) from None
+    return checked.model_dump(include=set(values))
+
+
+@functools.lru_cache(maxsize=None)
+def _validator(cls: type, strict: bool) -> type[pydantic.BaseModel]:
+    """A pydantic model with `cls`'s fields and types (numbers given for text fields become text: paths like 2024)."""
+    hints, fields = typing.get_type_hints(cls), {}
+    for item in dataclasses.fields(cls):
+        fields[item.name] = (hints[item.name], item.default if item.default is not dataclasses.MISSING else None)
+    config = pydantic.ConfigDict(extra="forbid", strict=strict, coerce_numbers_to_str=not strict)
+    return pydantic.create_model(f"{cls.__name__}Fields", __config__=config, **fields)
+
+
+def _type_name(hint: Any) -> str:
+    text = getattr(hint, "__name__", None) if not typing.get_args(hint) else None
+    return text or str(hint).replace("typing.", "")

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from vidiff.config import validate_fields
 from vidiff.errors import VidiffInputError
 from vidiff.io.video import SUPPORTED_OUTPUTS, WRITE_SUFFIXES, check_video_destination
 from vidiff.model_folder import check_video_model
@@ -63,6 +64,7 @@ def read_prompts_file(path: str | os.PathLike, defaults: dict[str, Any]) -> list
         if unknown or not isinstance(entry.get("prompt"), str):
             raise VidiffInputError(f"{path}:{number}: needs a string 'prompt'; unknown keys {unknown}; known: "
                                    f"{sorted(JOB_FIELDS)}")
+        entry = validate_fields(Job, entry, strict=True, where=f"{path}:{number}: ")  # JSON has types: no guessing
         jobs.append(Job(**{**defaults, **entry}))
     if not jobs:
         raise VidiffInputError(f"prompts file {path} has no prompts")
