@@ -21,6 +21,7 @@ import yaml
 from vidiff.errors import VidiffInputError
 
 T = TypeVar("T")
+MAX_SEED = 2**63 - 1  # torch generators take up to 2**64 - 1; the headroom covers seed + clip or window index
 LOSS_WEIGHTINGS = ("none", "velocity")  # TrainConfig.loss_weighting
 
 
@@ -94,6 +95,8 @@ class TrainConfig:
     def check(self) -> None:
         """Refuse wrong types (values given in Python are not converted) and bad values, naming the key."""
         validate_fields(type(self), vars(self), strict=True)
+        for seed in (self.seed, *self.validation_seeds):
+            check_seed(seed, "seed" if seed is self.seed else "validation_seeds")
         choices = {"trainable": ("temporal", "all", "spatial"), "short_videos": ("stride", "skip"),
                    "task": ("generate", "interpolate", "upscale"),
                    "mixed_precision": ("no", "fp16", "bf16")}
@@ -130,6 +133,12 @@ class TrainConfig:
         for key in ("model", "data"):
             if not getattr(self, key):
                 raise VidiffInputError(f"no {key} given; set it in the config or pass {key}=PATH")
+
+
+def check_seed(seed: int | None, name: str = "seed") -> None:
+    """Refuse a seed no generator takes (None: none given)."""
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise VidiffInputError(f"{name} {seed} must be within 0..{MAX_SEED} (2**63 - 1)")
 
 
 def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] = ()) -> T:

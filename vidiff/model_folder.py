@@ -141,6 +141,16 @@ def recommended_guidance(model: str | os.PathLike) -> float:
         raise VidiffInputError(f"{path} must be a JSON object like {{\"guidance\": 1.5}}; fix or delete it") from None
 
 
+def check_frame_size(model: str | os.PathLike, **sizes: int | None) -> None:
+    """Refuse frame sizes (height=..., width=..., resolution=...; None: the model's own) that the model's VAE cannot
+    encode and decode: each must be a positive multiple of its downscale factor."""
+    check_model_folder(model, ("vae",))
+    scale = vae_scale_factor(component_config(model, "vae"))
+    for name, value in sizes.items():
+        if value is not None and (value <= 0 or value % scale):
+            raise VidiffInputError(f"{name}={value} must be a positive multiple of {scale} for this model's VAE")
+
+
 def check_video_model(model: str | os.PathLike, num_frames: int = 1, height: int | None = None,
                       width: int | None = None, steps: int = 1) -> dict:
     """Check a clip's settings against a video model folder's saved configs, loading no weights; returns the
@@ -151,12 +161,9 @@ def check_video_model(model: str | os.PathLike, num_frames: int = 1, height: int
     if unet.get("_class_name") != "VideoUNet":
         raise VidiffInputError(f"{model} is not a video model (unet is {unet.get('_class_name')}); run `vidiff "
                                "inflate`")
-    scale = vae_scale_factor(component_config(model, "vae"))
     if not 1 <= num_frames <= unet["max_frames"]:
         raise VidiffInputError(f"num_frames={num_frames} is outside 1..{unet['max_frames']} for {model}")
-    for name, value in (("height", height), ("width", width)):
-        if value is not None and (value <= 0 or value % scale):
-            raise VidiffInputError(f"{name}={value} must be a positive multiple of {scale} for this model's VAE")
+    check_frame_size(model, height=height, width=width)
     if steps < 1:
         raise VidiffInputError(f"steps={steps} must be at least 1")
     return unet

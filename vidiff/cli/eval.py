@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     import_quickly(CHECKS)
     from vidiff.eval import run
 
+    from vidiff.config import check_seed
     from vidiff.model_folder import DEFAULT_GUIDANCE, default_model, recommended_guidance
 
     # 1. Check everything that can be checked without loading a model
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         args.guidance = recommended_guidance(model) if model is not None else DEFAULT_GUIDANCE
     run.check_settings(args.clips_per_combo, args.split, args.frames, args.steps, args.batch_size, args.guidance)
     run.check_device(args.device)
+    check_seed(args.seed, "--seed")
     run.check_out_dir(args.out, args.overwrite)
     if model is not None:
         run.check_video_model(model, args.frames, args.steps)

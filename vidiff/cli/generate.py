@@ -93,6 +93,7 @@ def check_inputs(args: argparse.Namespace):
     """(model folder, jobs with seeds and outputs, {"interpolate": K, "upscale": S}), all checked against the model's
     configs; no weights are loaded."""
     from vidiff.cli import jobs as gen
+    from vidiff.config import check_seed
     from vidiff.model_folder import recommended_guidance
 
     if (args.prompt is None) == (args.prompts_file is None):
@@ -101,6 +102,7 @@ def check_inputs(args: argparse.Namespace):
         raise VidiffInputError(f"unknown scheduler {args.scheduler!r}; choose one of {', '.join(gen.SCHEDULER_NAMES)}")
     if args.fps <= 0:
         raise VidiffInputError(f"--fps {args.fps} must be positive")
+    check_seed(args.seed, "--seed")
     model = model_or_default(args.model)
     guidance = args.guidance if args.guidance is not None else recommended_guidance(model)
     defaults = dict(negative_prompt=args.negative_prompt, num_frames=args.num_frames, height=args.height,
@@ -111,6 +113,7 @@ def check_inputs(args: argparse.Namespace):
         jobs = [gen.Job(prompt=args.prompt, **defaults)]
     jobs = gen.assign_seeds_and_outputs(jobs, args.output, args.seed)
     for job in jobs:
+        check_seed(job.seed, f"seed of {job.prompt!r}")
         gen.check_output(job.output, args.overwrite)
     gen.check_model_settings(model, jobs)
     return model, jobs, check_stages(args, model, jobs)

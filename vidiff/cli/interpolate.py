@@ -51,9 +51,11 @@ def run(args: argparse.Namespace) -> int:
         raise VidiffInputError(f"--factor {args.factor} must be at least 2 (frames out = (N - 1) * factor + 1)")
     if args.fps is not None and args.fps <= 0:
         raise VidiffInputError(f"--fps {args.fps} must be positive")
+    from vidiff.config import check_seed
     from vidiff.model_folder import check_video_model
     from vidiff.pipelines.cascade import interpolation_stage, load_interpolation
 
+    check_seed(args.seed, "--seed")
     model = model_or_default(args.model)
     check_new_output(args.output, args.overwrite)
     check_video_model(model)

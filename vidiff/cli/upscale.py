@@ -47,12 +47,14 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import_quickly(CHECKS)
+    from vidiff.config import check_seed
     from vidiff.devices import pick_device, pick_dtype
     from vidiff.pipelines.cascade import load_upscaler, upscale_settings, upscaler_geometry
 
     start = time.perf_counter()
     # 1. Check everything that can be checked without loading a model
     check_upscale_settings(args)
+    check_seed(args.seed, "--seed")
     model = model_or_default(args.model)
     check_new_output(args.output, args.overwrite)
     model_scale, fold = upscaler_geometry(model)  # a cascade naming an upscale stage, or an upscaler itself

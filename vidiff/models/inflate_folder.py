@@ -12,8 +12,8 @@ from diffusers import UNet2DConditionModel
 from vidiff.atomic import atomic_dir, check_destination
 from vidiff.errors import VidiffInputError
 from vidiff.model_folder import (COMPONENTS, EXTRA_COMPONENTS, check_model_folder, component_classes,
-                                 is_model_folder, library_of, read_index, write_model_index)
-from vidiff.models.inflate import inflate_unet
+                                 component_config, is_model_folder, library_of, read_index, write_model_index)
+from vidiff.models.inflate import check_temporal_options, inflate_unet
 from vidiff.models.motion_adapter import inflate_with_motion_adapter
 from vidiff.models.video_unet import VideoUNet
 from vidiff.weights import check_weights, loading
@@ -37,9 +37,15 @@ def inflate_model_folder(
     """
     base, out = Path(base), Path(out)
     check_destination(out, overwrite, replaceable=is_model_folder)
+    check_temporal_options(options, (1,))  # counts now; the widths once the U-Net's config is read
     if base.is_file():
         return _inflate_single_file(base, out, config, overwrite, motion_adapter, **options)
     check_model_folder(base, COMPONENTS + ("unet",))
+    unet_config = component_config(base, "unet")
+    if unet_config.get("_class_name") == "VideoUNet":
+        raise VidiffInputError(f"{base} is a video model already (its unet is a VideoUNet); inflate the Stable "
+                               "Diffusion folder it was made from")
+    check_temporal_options(options, unet_config.get("block_out_channels", ()))
     check_weights(base)  # the components are copied as they are: a broken file must not reach the video model
 
     with loading(base / "unet"):

@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 from vidiff.atomic import atomic_dir, write_text
 from vidiff.config import TrainConfig
 from vidiff.errors import VidiffInputError
-from vidiff.model_folder import (COMPONENTS, EXTRA_COMPONENTS, component_classes, is_model_folder, read_index,
-                                 write_model_index)
+from vidiff.model_folder import (COMPONENTS, EXTRA_COMPONENTS, check_frame_size, component_classes, is_model_folder,
+                                 read_index, write_model_index)
 from vidiff.models.interpolation import extrapolation_mask, interpolation_mask, masked_condition, widen_conv_in
 from vidiff.models.temporal import temporal_named_parameters
 from vidiff.training.checkpoints import load_checkpoint, save_checkpoint
@@ -120,6 +120,7 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
                               project_dir=str(output), gradient_accumulation_steps=config.gradient_accumulation_steps)
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     checkpoint = prepare_run(config, resume, overwrite, accelerator.is_main_process)  # before loading anything
+    check_frame_size(config.model, resolution=config.resolution)
     pipeline_class = TextToVideoPipeline
     if config.task == "upscale":
         from vidiff.pipelines.upscale import UpscalePipeline as pipeline_class
