@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from vidiff.errors import reporting_full_disk
+
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; publishing still never replaces unless asked
@@ -112,17 +114,20 @@ def publish_file(tmp: Path, path: Path, overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str | None = None, overwrite: bool = True) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, suffix: str | None = None, overwrite: bool = True,
+                size_hint: int | None = None) -> Iterator[Path]:
     """Yield a temporary file path next to `path`; on success it becomes `path`, on error it is removed.
 
     `suffix` defaults to the destination's own suffix, since some writers pick the format from it. With
-    `overwrite=False` an existing `path` is refused, before and at publishing (`FileExistsError`).
+    `overwrite=False` an existing `path` is refused, before and at publishing (`FileExistsError`). A write that
+    fails on a full disk is a `NoSpaceError` (needing about `size_hint` bytes, or what was written).
     """
     path = Path(path)
     if not overwrite:
         check_destination(path)
     with temporary_path(path, suffix) as tmp:
-        yield tmp
+        with reporting_full_disk(path.parent, size_hint, lambda: _size(tmp) if tmp.exists() else 0):
+            yield tmp
         if tmp.is_file():  # some writers replace the file they are given, with 0600 (safetensors does)
             tmp.chmod(0o666 & ~_umask())
         with destination_lock(path):
@@ -131,12 +136,13 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None, overwrite: b
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, overwrite: bool = False,
-               replaceable: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+               replaceable: Callable[[Path], bool] | None = None, size_hint: int | None = None) -> Iterator[Path]:
     """Yield a temporary folder next to `path`; on success it becomes `path`, on error it is removed.
 
     With `overwrite`, an existing folder at `path` is replaced only once the new one is complete, and only if
     `replaceable(path)` (when given) says it is one vidiff may replace; otherwise an existing `path` is refused,
-    before and at publishing (`FileExistsError`).
+    before and at publishing (`FileExistsError`). A write that fails on a full disk is a `NoSpaceError` (needing
+    about `size_hint` bytes, or what was written).
     """
     path = Path(path)
     check_destination(path, overwrite, replaceable)
@@ -144,7 +150,8 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False,
     tmp = Path(tempfile.mkdtemp(prefix=_prefix(path), suffix=".tmp", dir=path.parent))
     tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
     try:
-        yield tmp
+        with reporting_full_disk(path.parent, size_hint, lambda: _size(tmp)):
+            yield tmp
         _usual_permissions(tmp)
         with destination_lock(path):
             check_destination(path, overwrite, replaceable)

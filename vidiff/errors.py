@@ -9,9 +9,11 @@ with its traceback and exit code 1. So the checks raise `VidiffInputError`, neve
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -35,6 +37,7 @@ class NoSpaceError(OSError):
 # OS errors about paths the user named (a missing input, an existing output, a folder they cannot write) and a full
 # disk are theirs to fix too; any other OSError is not.
 USER_OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+FULL_BELOW_BYTES = 1 << 20  # a write that fails with less than this free failed for want of space
 
 
 def is_user_error(error: BaseException) -> bool:
@@ -57,12 +60,41 @@ def one_line(error: BaseException) -> str:
 def check_free_space(folder: str | os.PathLike, needed_bytes: int) -> None:
     """Raise `NoSpaceError` when the file system holding `folder` (or its nearest existing parent) has less than
     `needed_bytes` free."""
-    folder = Path(folder)
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
-    free = shutil.disk_usage(existing).free
+    free = _free(folder)
     if free < needed_bytes:
         raise NoSpaceError(folder, needed_bytes, free)
 
 
+@contextlib.contextmanager
+def reporting_full_disk(folder: str | os.PathLike, needed_bytes: int | None = None,
+                        written: Callable[[], int] = lambda: 0) -> Iterator[None]:
+    """Turn a write that failed on a full disk into a `NoSpaceError` for `folder`, whatever the writer raised
+    (ffmpeg reports a short file, safetensors and torch.save their own errors): an ENOSPC in the error's chain, or
+    almost no free space left while the partial output still takes its room. `needed_bytes`: the estimated size of
+    the output; `written()`: what had been written when it failed."""
+    try:
+        yield
+    except Exception as error:
+        if isinstance(error, NoSpaceError) or not _out_of_space(error, folder):
+            raise
+        raise NoSpaceError(folder, max(needed_bytes or 0, written()), _free(folder)) from error
+
+
+def _out_of_space(error: BaseException, folder: str | os.PathLike) -> bool:
+    seen = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC or "No space left on device" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return _free(folder) < FULL_BELOW_BYTES
+
+
+def _free(folder: str | os.PathLike) -> int:
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    return shutil.disk_usage(existing).free
+
+
 def _megabytes(count: int) -> str:
-    return f"{max(1, round(count / 1e6))} MB"
+    megabytes = count / 1e6
+    return f"{megabytes:.0f} MB" if megabytes >= 10 else f"{megabytes:.1f} MB"

@@ -49,3 +49,12 @@ def check_new_output(path: str, overwrite: bool = False) -> None:
 
     check_output(path)
     check_video_destination(path, overwrite)
+
+
+def check_room_for(path: str, num_frames: int, height: int, width: int) -> None:
+    """Before sampling: refuse when the output's file system has less room than such a clip will take."""
+    from vidiff.errors import check_free_space
+    from vidiff.io.video import estimated_bytes, video_suffix
+
+    suffix = video_suffix(path)
+    check_free_space(Path(path).parent if suffix else Path(path), estimated_bytes(num_frames, height, width, suffix))

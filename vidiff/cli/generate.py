@@ -116,7 +116,9 @@ def check_inputs(args: argparse.Namespace):
         check_seed(job.seed, f"seed of {job.prompt!r}")
         gen.check_output(job.output, args.overwrite)
     gen.check_model_settings(model, jobs)
-    return model, jobs, check_stages(args, model, jobs)
+    stages = check_stages(args, model, jobs)
+    gen.check_room(model, jobs, stages["interpolate"], stages["upscale"])
+    return model, jobs, stages
 
 
 def check_stages(args: argparse.Namespace, model, jobs) -> dict:

@@ -6,7 +6,7 @@ import argparse
 import time
 
 from vidiff.cli.common import (CHECKS, LIBRARIES, add_device, add_overwrite, add_progress, check_new_output,
-                               model_or_default)
+                               check_room_for, model_or_default)
 from vidiff.errors import VidiffInputError
 from vidiff.process import import_quickly
 
@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from vidiff.pipelines.interpolate import check_interpolation_inputs, interpolate
 
     check_interpolation_inputs(frames, args.factor)
+    check_room_for(args.output, (len(frames) - 1) * args.factor + 1, *frames.shape[1:3])
 
     # 2. Load and interpolate
     import_quickly(LIBRARIES)

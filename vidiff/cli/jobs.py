@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from vidiff.config import validate_fields
-from vidiff.errors import VidiffInputError
-from vidiff.io.video import SUPPORTED_OUTPUTS, WRITE_SUFFIXES, check_video_destination
-from vidiff.model_folder import check_video_model
+from vidiff.errors import VidiffInputError, check_free_space
+from vidiff.io.video import SUPPORTED_OUTPUTS, WRITE_SUFFIXES, check_video_destination, estimated_bytes, video_suffix
+from vidiff.model_folder import check_video_model, component_config, vae_scale_factor
 
 SCHEDULER_NAMES = ("ddim", "dpm++", "euler")  # text_to_video.SCHEDULERS' keys, without importing diffusers
 DEFAULT_OUTPUT = "outputs/{slug}-{seed}.mp4"
@@ -107,6 +107,21 @@ def check_output(path: str | os.PathLike, overwrite: bool | None = None) -> None
         raise PermissionError(f"cannot write {path}: {existing} is not a writable folder")
     if overwrite is not None:
         check_video_destination(path, overwrite)
+
+
+def check_room(model: str | os.PathLike, jobs: list[Job], factor: int = 1, scale: int = 1) -> None:
+    """Before any sampling: refuse when the outputs' file systems have less room than the clips will take (each
+    clip's frames after interpolation by `factor` and upscaling by `scale`, as `estimated_bytes` counts them)."""
+    unet, vae = component_config(model, "unet"), component_config(model, "vae")
+    side = unet["spatial_config"]["sample_size"] * vae_scale_factor(vae)  # the model's own frame size
+    needed: dict[Path, int] = {}
+    for job in jobs:
+        frames = (job.num_frames - 1) * factor + 1 if factor > 1 else job.num_frames
+        height, width = (job.height or side) * scale, (job.width or side) * scale
+        folder = Path(job.output).parent if Path(job.output).suffix else Path(job.output)
+        needed[folder] = needed.get(folder, 0) + estimated_bytes(frames, height, width, video_suffix(job.output))
+    for folder, size in needed.items():
+        check_free_space(folder, size)
 
 
 def check_model_settings(model: str | os.PathLike, jobs: list[Job]) -> None:

@@ -6,7 +6,7 @@ import argparse
 import time
 
 from vidiff.cli.common import (CHECKS, LIBRARIES, add_device, add_overwrite, add_progress, check_new_output,
-                               model_or_default)
+                               check_room_for, model_or_default)
 from vidiff.errors import VidiffInputError
 from vidiff.process import import_quickly
 
@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if frames.shape[1] % fold or frames.shape[2] % fold:
         raise VidiffInputError(f"frame size {frames.shape[2]}x{frames.shape[1]} must be a multiple of {fold} for "
                                "this upscaler; resize or crop the video first")
+    check_room_for(args.output, len(frames), frames.shape[1] * args.scale, frames.shape[2] * args.scale)
 
     # 2. Load and upscale
     import_quickly(LIBRARIES)

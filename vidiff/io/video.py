@@ -33,7 +33,7 @@ import imageio.v3 as iio
 import numpy as np
 
 from vidiff.atomic import atomic_dir, check_destination, destination_lock, publish_file, temporary_path
-from vidiff.errors import VidiffInputError
+from vidiff.errors import VidiffInputError, reporting_full_disk
 
 logger = logging.getLogger(__name__)
 
@@ -103,9 +103,10 @@ def write_video(frames: np.ndarray, path: str | os.PathLike, fps: float = 8, met
     check_video_destination(path, overwrite)
 
     # 2. A PNG folder: build it in a temporary folder, then swap it in
+    needed = estimated_bytes(*frames.shape[:3], suffix)  # for the message if the disk fills up
     if suffix == "":
         record = _sidecar_text(frames, fps, suffix, metadata)
-        with atomic_dir(path, overwrite=overwrite, replaceable=is_frame_folder) as tmp:
+        with atomic_dir(path, overwrite=overwrite, replaceable=is_frame_folder, size_hint=needed) as tmp:
             for index, frame in enumerate(frames):
                 iio.imwrite(tmp / f"frame_{index:04d}.png", frame)
             (tmp / "metadata.json").write_text(record)
@@ -115,8 +116,9 @@ def write_video(frames: np.ndarray, path: str | os.PathLike, fps: float = 8, met
     # destination, then publish the clip and, last, its sidecar
     sidecar = sidecar_path(path)
     with temporary_path(path) as clip_tmp, temporary_path(sidecar) as sidecar_tmp:
-        _encode(frames, clip_tmp, fps, suffix)
-        _check_written(clip_tmp, frames)
+        with reporting_full_disk(path.parent, needed, lambda: clip_tmp.stat().st_size):  # ffmpeg: "wrote 5 frames"
+            _encode(frames, clip_tmp, fps, suffix)
+            _check_written(clip_tmp, frames)
         if metadata is not None:
             sidecar_tmp.write_text(_sidecar_text(frames, fps, suffix, metadata, sha256=file_sha256(clip_tmp)))
         with destination_lock(path):
@@ -127,6 +129,14 @@ def write_video(frames: np.ndarray, path: str | os.PathLike, fps: float = 8, met
             if metadata is not None:
                 publish_file(sidecar_tmp, sidecar, overwrite)
     return path
+
+
+def estimated_bytes(num_frames: int, height: int, width: int, suffix: str) -> int:
+    """About how many bytes `write_video` writes for such a clip (`suffix` as `_output_suffix` gives it), on the
+    high side: PNG and lossless MKV up to the raw frames, GIF a byte per pixel, H.264 / VP9 a quarter of the raw
+    frames (what they reach on noise at their quality settings), plus the sidecar."""
+    raw = num_frames * height * width * 3
+    return {"": raw, ".mkv": raw, ".gif": raw // 3}.get(suffix, raw // 4) + 64 * 1024
 
 
 def check_video_destination(path: str | os.PathLike, overwrite: bool = False) -> None:
@@ -187,8 +197,14 @@ def _read_record(path: Path) -> dict:
     return record
 
 
+def video_suffix(path: str | os.PathLike) -> str:
+    """The format `write_video` writes at `path`: its suffix, or "" for a PNG folder (`VidiffInputError` for a suffix
+    it cannot write)."""
+    return _output_suffix(path)
+
+
 def _output_suffix(path: str | os.PathLike) -> str:
-    """The written format's suffix, or "" for a PNG folder; ValueError for anything else."""
+    """The written format's suffix, or "" for a PNG folder; VidiffInputError for anything else."""
     raw = os.fspath(path)
     suffix = Path(raw).suffix.lower()
     if raw.endswith(("/", os.sep)) or suffix == "":

@@ -20,7 +20,7 @@ from typing import Any
 
 from vidiff.atomic import remove_stale_temporaries, write_text
 from vidiff.config import TrainConfig
-from vidiff.errors import VidiffInputError
+from vidiff.errors import VidiffInputError, check_free_space
 from vidiff.training.checkpoints import list_checkpoints
 from vidiff.weights import find_broken_weights
 
@@ -167,6 +167,18 @@ def check_checkpoint_fits(saved: dict, trained: dict, optimizer, checkpoint: Pat
     if [len(g.get("params", [])) for g in groups] != [len(g["params"]) for g in optimizer.param_groups]:
         raise VidiffInputError(f"{checkpoint / 'optimizer.pt'} holds the optimizer state of other parameter groups "
                                "than this run's; resume with the run's own settings")
+
+
+def check_room_for_run(config: TrainConfig, trained: dict) -> None:
+    """Before training: refuse when the output's file system has less room than the run will write: up to
+    keep_checkpoints + 1 checkpoints at once (trained weights, EMA, AdamW's two moments, all fp32), less those
+    already there, plus the final model folder (about the size of the model trained from)."""
+    output = Path(config.output)
+    per_checkpoint = sum(p.numel() for p in trained.values()) * 4 * (3 + bool(config.ema))
+    existing = sum(p.stat().st_size for c in list_checkpoints(output) for p in c.iterdir() if p.is_file())
+    model = sum(p.stat().st_size for p in Path(config.model).rglob("*") if p.is_file())
+    needed = max(per_checkpoint * (config.keep_checkpoints + 1) - existing, per_checkpoint) + model
+    check_free_space(output, needed)
 
 
 def remove_leftovers(output: Path) -> None:

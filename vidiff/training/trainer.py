@@ -32,7 +32,7 @@ from vidiff.model_folder import (COMPONENTS, EXTRA_COMPONENTS, check_frame_size,
 from vidiff.models.interpolation import extrapolation_mask, interpolation_mask, masked_condition, widen_conv_in
 from vidiff.models.temporal import temporal_named_parameters
 from vidiff.training.checkpoints import load_checkpoint, save_checkpoint
-from vidiff.training.resume import check_checkpoint_fits, prepare_run, record_run
+from vidiff.training.resume import check_checkpoint_fits, check_room_for_run, prepare_run, record_run
 from vidiff.weights import loading
 
 logger = logging.getLogger(__name__)
@@ -145,6 +145,8 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
         param.requires_grad_(True)
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
+    if accelerator.is_main_process:
+        check_room_for_run(config, trained)  # before reading data: checkpoints and the final model must fit
 
     # 2. Data: bad files are skipped and counted by the dataset; all-bad stops here, before training
     dataset = VideoFolderDataset(config.data, num_frames=config.num_frames, resolution=config.resolution,
