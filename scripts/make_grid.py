@@ -61,7 +61,7 @@ def main(argv=None) -> Path:
         grid_rows.append(np.concatenate([np.pad(t, ((0, 0), (0, 2), (0, 2), (0, 0)), constant_values=40)
                                          for t in tiles], axis=2))
     grid = np.ascontiguousarray(np.concatenate(grid_rows, axis=1))
-    write_video(grid, args.out, fps=8)
+    write_video(grid, args.out, fps=8, overwrite=True)  # the README picture, remade in place
     print(f"wrote {args.out} ({grid.shape[2]}x{grid.shape[1]}, {len(grid)} frames, guidance {guidance})")
     return args.out
 

@@ -148,6 +148,9 @@ def test_upscale_cli_errors_are_one_line_with_exit_code_2(cascade, tiny_video_fo
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+    out.write_bytes(b"an earlier clip")  # an existing output: refused before loading, unless --overwrite
+    assert main(["upscale", str(small_clip), "--scale", "2", "--model", str(cascade), "-o", str(out), *FAST]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err and out.read_bytes() == b"an earlier clip"
 
 
 def test_info_lists_the_cascade_stages(cascade, capsys):

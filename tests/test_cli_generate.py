@@ -165,7 +165,8 @@ def test_unknown_extension_and_unwritable_output(tiny_video_folder, tmp_path, ca
 def test_existing_clip_is_untouched_when_input_is_bad(tiny_video_folder, tmp_path, capsys):
     clip = tmp_path / "c.mp4"
     clip.write_bytes(b"an earlier clip")
-    _fails_with(["generate", "x", "--model", str(tiny_video_folder), "-o", str(clip), "--height", "7"], capsys, "7")
+    _fails_with(["generate", "x", "--model", str(tiny_video_folder), "-o", str(clip), "--height", "7", "--overwrite"],
+                capsys, "7")
     assert clip.read_bytes() == b"an earlier clip"
 
 
@@ -206,3 +207,55 @@ def test_help_and_input_checks_do_not_import_diffusers():
             "rc = main(['generate', 'x', '-o', 'clip.xyz']); print(rc, 'diffusers' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.split() == ["2", "False"], result.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Existing outputs (issue 22, cases 1 and 2): refused before any sampling unless --overwrite
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_an_existing_folder_with_the_users_files_is_refused_and_kept(tiny_video_folder, tmp_path, capsys):
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "precious.txt").write_text("keep\n")
+    for extra in ([], ["--overwrite"]):  # --overwrite replaces a frame folder, never a folder of other files
+        _fails_with(["generate", "a red circle moving right", "--model", str(tiny_video_folder), "-o", str(folder),
+                     *extra, *FAST], capsys, str(folder))
+    assert [p.name for p in folder.iterdir()] == ["precious.txt"] and (folder / "precious.txt").read_text() == "keep\n"
+
+
+def test_an_existing_clip_is_refused_unless_overwrite(tiny_video_folder, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "clip.gif"
+    argv = ["generate", "a red circle", "--model", str(tiny_video_folder), "-o", str(out), "--seed", "1", *FAST]
+    assert main(argv) == 0
+    capsys.readouterr()
+    first = out.read_bytes(), Path(f"{out}.json").read_text()
+    from vidiff.pipelines import text_to_video
+
+    sampled = []
+    monkeypatch.setattr(text_to_video.TextToVideoPipeline, "__call__", lambda *a, **k: sampled.append(1))
+    _fails_with([*argv[:-len(FAST)], "--seed", "2", *FAST], capsys, "already exists", "--overwrite")
+    assert not sampled and (out.read_bytes(), Path(f"{out}.json").read_text()) == first  # refused before sampling
+    monkeypatch.undo()
+    assert main([*argv, "--seed", "2", "--overwrite"]) == 0
+    from vidiff.io.video import read_sidecar
+
+    assert read_sidecar(out)["seed"] == 2 and out.read_bytes() != first[0]
+
+
+def test_two_runs_with_one_output_end_with_one_error_and_one_intact_pair(tiny_video_folder, tmp_path):
+    out = tmp_path / "clip.gif"
+    command = [sys.executable, "-m", "vidiff.cli", "generate", "a red circle moving right", "--model",
+               str(tiny_video_folder), "-o", str(out), *FAST]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    runs = [subprocess.Popen([*command, "--seed", str(seed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=env) for seed in (1, 2)]
+    results = [(run.wait(timeout=300), *run.communicate()) for run in runs]
+    assert sorted(code for code, _, _ in results) == [0, 2], [r[2][-2000:] for r in results]
+    err = next(err for code, _, err in results if code == 2).strip()  # after loading (progress bars), if both sampled
+    assert err.splitlines()[-1].startswith("vidiff generate: error: ") and "already exists" in err.splitlines()[-1]
+    assert "Traceback" not in err and err.count("error") == 1
+    winner = (1, 2)[[code for code, _, _ in results].index(0)]
+    from vidiff.io.video import read_sidecar
+
+    assert read_sidecar(out)["seed"] == winner  # the sidecar's hash is the clip's: one intact pair
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.gif", "clip.gif.json"]

@@ -74,6 +74,10 @@ def test_existing_output_is_refused_and_left_untouched(tiny_sd_folder, tmp_path,
     assert main(["inflate", "--base", str(tiny_sd_folder), "--out", str(out)]) == 2
     assert "--overwrite" in _error_line(capsys)
     assert (out / "precious.txt").read_text() == "keep me"
+    # --overwrite replaces a model folder, never a folder of other files (issue 22)
+    assert main(["inflate", "--base", str(tiny_sd_folder), "--out", str(out), "--overwrite"]) == 2
+    assert "not replaced even with --overwrite" in _error_line(capsys)
+    assert [p.name for p in out.iterdir()] == ["precious.txt"]
 
 
 @pytest.mark.parametrize("name", ["model.ckpt", "model.safetensors"])

@@ -74,3 +74,16 @@ def test_without_model_the_shipped_stage_is_used(clip, tmp_path):
     frames, _ = read_video(out)
     assert frames.shape == (7, 64, 64, 3)
     assert "default-model" in json.loads(Path(f"{out}.json").read_text())["model"]
+
+
+def test_an_existing_output_is_refused_before_loading_and_replaced_with_overwrite(interp_folder, clip, tmp_path,
+                                                                                  capsys):
+    out = tmp_path / "out.gif"
+    out.write_bytes(b"an earlier clip")
+    argv = ["interpolate", str(clip), "--factor", "2", "-o", str(out), "--model", str(interp_folder), *FAST]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "already exists; pass --overwrite" in err and len(err.splitlines()) == 1
+    assert out.read_bytes() == b"an earlier clip"
+    assert main([*argv, "--overwrite"]) == 0
+    assert read_video(out)[0].shape[0] == 7

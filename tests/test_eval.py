@@ -81,6 +81,13 @@ def test_cli_ground_truth_writes_the_report(tmp_path, capsys):
     assert main(argv) == 0
     assert "| held-out | 8 | 100.0 % | 100.0 % | 100.0 % | 100.0 % |" in capsys.readouterr().out
     assert (out / "eval.md").is_file() and json.loads((out / "eval.json").read_text())["kind"] == "ground truth"
+    # an earlier report is kept unless --overwrite (issue 22)
+    (out / "eval.json").write_text('{"an": "earlier report"}')
+    assert main(argv) == 2
+    assert "eval.json already exists" in capsys.readouterr().err
+    assert json.loads((out / "eval.json").read_text()) == {"an": "earlier report"}
+    assert main([*argv, "--overwrite"]) == 0
+    assert json.loads((out / "eval.json").read_text())["kind"] == "ground truth"
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,9 @@
 import importlib.util
 import json
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import av
@@ -12,7 +14,8 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from vidiff.io.video import VideoReadError, probe_video, read_frames, read_video, write_video
+from vidiff.errors import VidiffInputError
+from vidiff.io.video import VideoReadError, file_sha256, probe_video, read_frames, read_sidecar, read_video, write_video
 
 RED, BLUE = (220, 40, 40), (50, 90, 230)
 HAS_DECORD = importlib.util.find_spec("decord") is not None
@@ -99,7 +102,7 @@ def test_png_folder_round_trip_is_exact(tmp_path, name):
 
 def test_png_folder_replaces_an_older_folder_whole(tmp_path):
     write_video(moving_square(frames=6), tmp_path / "frames")
-    write_video(moving_square(frames=2), tmp_path / "frames")
+    write_video(moving_square(frames=2), tmp_path / "frames", overwrite=True)
     assert len(list((tmp_path / "frames").glob("*.png"))) == 2
     assert [p.name for p in tmp_path.iterdir()] == ["frames"]
 
@@ -150,7 +153,7 @@ def test_sidecar_keeps_metadata_and_adds_what_the_file_holds(tmp_path):
     path = write_video(moving_square(), tmp_path / "deep" / "er" / "clip.mp4", fps=10, metadata=metadata)
     sidecar = json.loads(Path(f"{path}.json").read_text())
     assert sidecar == {"prompt": "a red square", "seed": 7, "guidance": "7.5", "frames": 12, "fps": 10,
-                       "height": 40, "width": 88, "format": "mp4"}
+                       "height": 40, "width": 88, "format": "mp4", "sha256": file_sha256(path)}
     write_video(moving_square(), tmp_path / "bare.gif")
     assert not (tmp_path / "bare.gif.json").exists()
 
@@ -187,7 +190,7 @@ def test_failed_encode_leaves_the_old_file_and_no_temporaries(tmp_path, monkeypa
     out.write_bytes(b"an earlier clip")
     monkeypatch.setattr(imageio_ffmpeg, "write_frames", crash_after_first_frame(imageio_ffmpeg.write_frames))
     with pytest.raises(OSError, match="encoder died"):
-        write_video(moving_square(), out, metadata={"seed": 1})
+        write_video(moving_square(), out, metadata={"seed": 1}, overwrite=True)
     assert out.read_bytes() == b"an earlier clip"
     assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary file, no sidecar
     out.unlink()
@@ -209,7 +212,7 @@ def test_failed_png_folder_leaves_the_old_folder(tmp_path, monkeypatch):
 
     monkeypatch.setattr(iio, "imwrite", imwrite)
     with pytest.raises(OSError, match="disk full"):
-        write_video(moving_square(frames=5), old)
+        write_video(moving_square(frames=5), old, overwrite=True)
     assert {p.name: p.read_bytes() for p in old.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["frames"]
 
@@ -225,6 +228,129 @@ def test_an_encoder_that_fails_silently_is_caught(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="3 frames.*expected 12"):
         write_video(moving_square(), tmp_path / "clip.webm", fps=10)
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Existing outputs: refused unless overwrite; a clip and its sidecar published as a pair
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["clip.mp4", "clip.gif", "frames"])
+def test_an_existing_output_is_refused_and_left_as_it_was(tmp_path, name):
+    out = write_video(moving_square(frames=3), tmp_path / name, metadata={"take": 1})
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(FileExistsError, match="already exists; pass --overwrite"):
+        write_video(moving_square(frames=5), out, metadata={"take": 2})
+    assert {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    write_video(moving_square(frames=5), out, metadata={"take": 2}, overwrite=True)
+    assert read_sidecar(out)["take"] == 2 and read_video(out)[0].shape[0] == 5
+
+
+def test_a_sidecar_alone_is_not_replaced_either(tmp_path):
+    (tmp_path / "clip.gif.json").write_text('{"mine": true}')
+    with pytest.raises(FileExistsError, match="clip.gif.json"):
+        write_video(moving_square(frames=2), tmp_path / "clip.gif", metadata={})
+    with pytest.raises(FileExistsError, match="clip.gif.json"):  # it would sit beside a clip it does not describe
+        write_video(moving_square(frames=2), tmp_path / "clip.gif")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.gif.json"]
+
+
+def test_a_folder_holding_the_users_files_is_never_replaced(tmp_path):
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "precious.txt").write_text("keep")
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match="f"):
+            write_video(moving_square(frames=2), folder, overwrite=overwrite)
+    assert [p.name for p in folder.iterdir()] == ["precious.txt"] and sorted(tmp_path.iterdir()) == [folder]
+
+
+def test_overwrite_without_metadata_removes_the_old_clips_sidecar(tmp_path):
+    out = write_video(moving_square(frames=2), tmp_path / "clip.gif", metadata={"take": 1})
+    write_video(moving_square(frames=3), out, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.gif"]
+
+
+def test_read_sidecar_refuses_a_sidecar_of_another_clip(tmp_path):
+    out = write_video(moving_square(frames=2), tmp_path / "clip.gif", metadata={"take": 1})
+    assert read_sidecar(out)["take"] == 1
+    other = write_video(moving_square(frames=3), tmp_path / "other.gif")
+    other.replace(out)  # the clip replaced behind its sidecar's back
+    with pytest.raises(VidiffInputError, match="clip.gif.json does not describe .*clip.gif"):
+        read_sidecar(out, timeout_s=0.05)
+
+
+RACER = """
+import sys, time
+from pathlib import Path
+import numpy as np
+import vidiff.io.video as video
+
+out, me, folder = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+real = video._check_written
+
+def check_then_wait(path, frames):  # both writers have encoded and checked their clip: now race to publish it
+    real(path, frames)
+    (folder / f"ready-{me}").touch()
+    deadline = time.time() + 60
+    while len(list(folder.glob("ready-*"))) < 2 and time.time() < deadline:
+        time.sleep(0.001)
+
+video._check_written = check_then_wait
+frames = np.full((4, 16, 16, 3), 40 if me == "a" else 200, np.uint8)
+try:
+    video.write_video(frames, out, fps=8, metadata={"writer": me})
+except FileExistsError as error:
+    print(error)
+    sys.exit(2)
+"""
+
+
+def test_two_writers_racing_for_one_path_end_with_one_error_and_one_intact_pair(tmp_path):
+    out, sync = tmp_path / "clip.gif", tmp_path / "sync"
+    sync.mkdir()
+    writers = [subprocess.Popen([sys.executable, "-c", RACER, str(out), me, str(sync)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for me in ("a", "b")]
+    results = [(w.wait(timeout=120), *w.communicate()) for w in writers]
+    assert sorted(code for code, _, _ in results) == [0, 2], results
+    loser = next(out_text for code, out_text, _ in results if code == 2)
+    assert "already exists" in loser and len(loser.strip().splitlines()) == 1
+    winner = "ab"[[code for code, _, _ in results].index(0)]
+    assert read_sidecar(out)["writer"] == winner
+    assert read_video(out)[0][0, 0, 0, 0] == (40 if winner == "a" else 200)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.gif", "clip.gif.json", "sync"]  # no lock, no temp
+
+
+LOOPER = """
+import sys
+from pathlib import Path
+import numpy as np
+from vidiff.io.video import write_video
+
+out, me, stop = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+frames = np.full((3, 16, 16, 3), 40 if me == "a" else 200, np.uint8)
+while not stop.exists():
+    write_video(frames, out, fps=8, metadata={"writer": me}, overwrite=True)
+"""
+
+
+def test_a_reader_never_pairs_one_writers_clip_with_the_others_sidecar(tmp_path):
+    """Two processes rewrite one path in a loop (--overwrite); 300 readings each get a clip with its own sidecar."""
+    out, stop = tmp_path / "clip.gif", tmp_path / "stop"
+    writers = [subprocess.Popen([sys.executable, "-c", LOOPER, str(out), me, str(stop)]) for me in ("a", "b")]
+    try:
+        hashes = {"a": set(), "b": set()}
+        while not (out.exists() and Path(f"{out}.json").exists()):
+            time.sleep(0.01)
+        for _ in range(300):
+            record = read_sidecar(out, timeout_s=10)
+            hashes[record["writer"]].add(record["sha256"])
+            time.sleep(0.002)
+    finally:
+        stop.touch()
+        codes = [w.wait(timeout=60) for w in writers]
+    assert codes == [0, 0]
+    # every reading verified its clip's hash; each writer's clip has one hash, and never the other writer's
+    assert all(len(found) <= 1 for found in hashes.values()) and not hashes["a"] & hashes["b"], hashes
 
 
 # ---------------------------------------------------------------------------------------------------------------

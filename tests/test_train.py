@@ -265,7 +265,7 @@ def test_upscale_task_trains_an_upscaler_from_degraded_clips_and_saves_an_upscal
     for cache in (False, True):
         summary = train(_config(video, video_folder, out, max_steps=2, task="upscale", trainable="all",
                                 cache_latents=cache, lowres_blur_max=1.0, lowres_noise_max=100, caption_dropout=1.0,
-                                resolution=64))
+                                resolution=64), overwrite=True)  # the second run replaces the first
         assert summary["steps"] == 2 and torch.isfinite(torch.tensor(summary["final_loss"]))
     index = json.loads((out / "model" / "model_index.json").read_text())
     assert index["_class_name"] == "UpscalePipeline" and (out / "model" / "low_res_scheduler").is_dir()

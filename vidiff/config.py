@@ -1,4 +1,5 @@
-"""Run configs: YAML files under `configs/` map onto these dataclasses; unknown keys are an error.
+"""Run configs: YAML files under `configs/` map onto these dataclasses; unknown keys are an error, and every value is
+checked against its field's type by pydantic (`validate_fields`), which names the key, the value and the type.
 
 What a model *is* lives in its saved config; how one run goes lives here. Command-line overrides use the
 same key names: `vidiff train --config configs/train/temporal.yaml max_steps=200 data=my_videos`.
@@ -7,14 +8,20 @@ same key names: `vidiff train --config configs/train/temporal.yaml max_steps=200
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pydantic
 import yaml
 
+from vidiff.errors import VidiffInputError
+
 T = TypeVar("T")
+MAX_SEED = 2**63 - 1  # torch generators take up to 2**64 - 1; the headroom covers seed + clip or window index
 LOSS_WEIGHTINGS = ("none", "velocity")  # TrainConfig.loss_weighting
 
 
@@ -92,54 +99,65 @@ class TrainConfig:
     num_workers: int = 0  # data loader worker processes
 
     def check(self) -> None:
+        """Refuse wrong types (values given in Python are not converted) and bad values, naming the key."""
+        validate_fields(type(self), vars(self), strict=True)
+        for seed in (self.seed, *self.validation_seeds):
+            check_seed(seed, "seed" if seed is self.seed else "validation_seeds")
         choices = {"trainable": ("temporal", "all", "spatial", "lora"), "short_videos": ("stride", "skip"),
                    "lora_targets": ("temporal", "spatial", "both"),
                    "task": ("generate", "interpolate", "upscale"),
                    "mixed_precision": ("no", "fp16", "bf16")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
-                raise ValueError(f"{key}={getattr(self, key)!r}; choose one of {', '.join(allowed)}")
+                raise VidiffInputError(f"{key}={getattr(self, key)!r}; choose one of {', '.join(allowed)}")
         for key in ("num_frames", "frame_stride", "resolution", "max_steps", "batch_size", "checkpoint_every",
                     "keep_checkpoints", "gradient_accumulation_steps"):
             if getattr(self, key) < 1:
-                raise ValueError(f"{key}={getattr(self, key)} must be at least 1")
+                raise VidiffInputError(f"{key}={getattr(self, key)} must be at least 1")
         if not 0 <= self.caption_dropout <= 1:
-            raise ValueError(f"caption_dropout={self.caption_dropout} must be within 0..1")
+            raise VidiffInputError(f"caption_dropout={self.caption_dropout} must be within 0..1")
         if self.task == "interpolate" and (not self.keep_every or min(self.keep_every) < 2
                                            or max(self.keep_every) >= self.num_frames):
-            raise ValueError(f"keep_every={self.keep_every} must list gaps within 2..{self.num_frames - 1}")
+            raise VidiffInputError(f"keep_every={self.keep_every} must list gaps within 2..{self.num_frames - 1}")
         if self.task == "interpolate" and self.trainable == "temporal":
-            raise ValueError("task: interpolate with trainable: temporal would never train the masked-frame inputs "
-                             "(conv_in is a spatial layer); set trainable: all")
+            raise VidiffInputError("task: interpolate with trainable: temporal would never train the masked-frame "
+                                   "inputs (conv_in is a spatial layer); set trainable: all")
         if self.task != "generate" and self.validation_prompts:
-            raise ValueError(f"validation_prompts sample text-to-video clips, which a task: {self.task} model does "
-                             f"not make; set validation_prompts: [] for task: {self.task}")
+            raise VidiffInputError(f"validation_prompts sample text-to-video clips, which a task: {self.task} model "
+                                   f"does not make; set validation_prompts: [] for task: {self.task}")
         if self.lowres_blur_max < 0 or not 0 <= self.lowres_noise_max <= 1000:
-            raise ValueError(f"lowres_blur_max={self.lowres_blur_max} must be >= 0 and lowres_noise_max="
-                             f"{self.lowres_noise_max} within 0..1000")
+            raise VidiffInputError(f"lowres_blur_max={self.lowres_blur_max} must be >= 0 and lowres_noise_max="
+                                   f"{self.lowres_noise_max} within 0..1000")
         if self.conv_in_lr_scale <= 0:
-            raise ValueError(f"conv_in_lr_scale={self.conv_in_lr_scale} must be positive")
+            raise VidiffInputError(f"conv_in_lr_scale={self.conv_in_lr_scale} must be positive")
         if not 0 <= self.extrapolate_fraction <= 1:
-            raise ValueError(f"extrapolate_fraction={self.extrapolate_fraction} must be within 0..1")
+            raise VidiffInputError(f"extrapolate_fraction={self.extrapolate_fraction} must be within 0..1")
         if self.loss_weighting not in LOSS_WEIGHTINGS:
-            raise ValueError(f"loss_weighting={self.loss_weighting!r} must be one of {', '.join(LOSS_WEIGHTINGS)}")
+            raise VidiffInputError(f"loss_weighting={self.loss_weighting!r} must be one of "
+                                   f"{', '.join(LOSS_WEIGHTINGS)}")
         if not 0 <= self.high_noise_fraction <= 1:
-            raise ValueError(f"high_noise_fraction={self.high_noise_fraction} must be within 0..1")
+            raise VidiffInputError(f"high_noise_fraction={self.high_noise_fraction} must be within 0..1")
         alpha_ok = self.lora_alpha is None or (isinstance(self.lora_alpha, (int, float))
                                                and not isinstance(self.lora_alpha, bool) and self.lora_alpha > 0)
         if self.lora_rank < 1 or not alpha_ok:
-            raise ValueError(f"lora_rank={self.lora_rank} must be at least 1 and lora_alpha={self.lora_alpha} "
-                             "positive (or unset: lora_rank)")
+            raise VidiffInputError(f"lora_rank={self.lora_rank} must be at least 1 and lora_alpha={self.lora_alpha} "
+                                   "positive (or unset: lora_rank)")
         if self.trainable == "lora" and (self.task != "generate" or self.train_text_encoder):
-            raise ValueError("trainable: lora trains LoRAs on the U-Net of a text-to-video model; it takes "
-                             "task: generate and train_text_encoder: false")
+            raise VidiffInputError("trainable: lora trains LoRAs on the U-Net of a text-to-video model; it takes "
+                                   "task: generate and train_text_encoder: false")
         for key in ("model", "data"):
             if not getattr(self, key):
-                raise ValueError(f"no {key} given; set it in the config or pass {key}=PATH")
+                raise VidiffInputError(f"no {key} given; set it in the config or pass {key}=PATH")
+
+
+def check_seed(seed: int | None, name: str = "seed") -> None:
+    """Refuse a seed no generator takes (None: none given)."""
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise VidiffInputError(f"{name} {seed} must be within 0..{MAX_SEED} (2**63 - 1)")
 
 
 def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] = ()) -> T:
-    """Build `cls` from a YAML file (optional) and `key=value` overrides; unknown keys raise `ValueError`."""
+    """Build `cls` from a YAML file (optional) and `key=value` overrides; unknown keys raise `VidiffInputError`."""
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -148,35 +166,53 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
         try:
             values = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as error:
-            raise ValueError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+            raise VidiffInputError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
         if not isinstance(values, dict):
-            raise ValueError(f"{path} must hold a mapping of settings")
+            raise VidiffInputError(f"{path} must hold a mapping of settings")
     for override in overrides:
         key, sep, raw = override.partition("=")
         if not sep or not key:
-            raise ValueError(f"override {override!r} must look like key=value")
+            raise VidiffInputError(f"override {override!r} must look like key=value")
         values[key.strip()] = yaml.safe_load(raw)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"unknown config keys {unknown}; known keys: {', '.join(sorted(known))}")
-    config = cls(**{k: _coerce(cls, k, v) for k, v in values.items()})
-    return config
+        raise VidiffInputError(f"unknown config keys {unknown}; known keys: {', '.join(sorted(known))}")
+    return cls(**validate_fields(cls, values))
 
 
-def _coerce(cls, key: str, value: Any) -> Any:
-    """Turn YAML scalars into the field's type where that is unambiguous (e.g. 1 -> 1.0, '1e-4' -> 1e-4)."""
-    default = next(f for f in dataclasses.fields(cls) if f.name == key)
-    expected = default.type if isinstance(default.type, str) else getattr(default.type, "__name__", "")
+def validate_fields(cls: type, values: dict[str, Any], strict: bool = False, where: str = "") -> dict[str, Any]:
+    """`values` checked against the dataclass `cls`'s field types by pydantic, and converted where YAML or a
+    command line gives text for a number or a truth value (strict: no conversion, for values given in Python or
+    JSON). Every wrong value becomes part of one `VidiffInputError` line naming the key, the value and the type
+    expected; `where` (e.g. "prompts.jsonl:3: ") leads it."""
     try:
-        if expected == "float" and isinstance(value, (int, str)):
-            return float(value)
-        if expected == "int" and isinstance(value, str):
-            return int(value)
-    except ValueError:
-        raise ValueError(f"{key}={value!r} is not a {expected}") from None
-    if expected in ("int", "float") and not isinstance(value, (int, float)):
-        raise ValueError(f"{key}={value!r} is not a {expected}")
-    if expected == "str" and not isinstance(value, str):
-        raise ValueError(f"{key}={value!r} is not a string")
-    return value
+        checked = _validator(cls, strict).model_validate(values)
+    except pydantic.ValidationError as error:
+        hints = typing.get_type_hints(cls)
+        problems = []
+        for item in error.errors():
+            key = str(item["loc"][0]) + "".join(f"[{part}]" for part in item["loc"][1:])
+            hint = hints.get(item["loc"][0])
+            if len(item["loc"]) > 1 and typing.get_origin(hint) is list:  # an item of a list: the item's type
+                hint = typing.get_args(hint)[0]
+            expected = _type_name(hint)
+            problems.append(f"{key}={item['input']!r} is not a valid {expected} ({item['msg'][0].lower()}"
+                            f"{item['msg'][1:]})")
+        raise VidiffInputError(where + "; ".join(problems)) from None
+    return checked.model_dump(include=set(values))
+
+
+@functools.lru_cache(maxsize=None)
+def _validator(cls: type, strict: bool) -> type[pydantic.BaseModel]:
+    """A pydantic model with `cls`'s fields and types (numbers given for text fields become text: paths like 2024)."""
+    hints, fields = typing.get_type_hints(cls), {}
+    for item in dataclasses.fields(cls):
+        fields[item.name] = (hints[item.name], item.default if item.default is not dataclasses.MISSING else None)
+    config = pydantic.ConfigDict(extra="forbid", strict=strict, coerce_numbers_to_str=not strict)
+    return pydantic.create_model(f"{cls.__name__}Fields", __config__=config, **fields)
+
+
+def _type_name(hint: Any) -> str:
+    text = getattr(hint, "__name__", None) if not typing.get_args(hint) else None
+    return text or str(hint).replace("typing.", "")

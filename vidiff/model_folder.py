@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vidiff.atomic import write_text
+from vidiff.errors import VidiffInputError
 
 MODEL_INDEX = "model_index.json"
 # Components a Stable Diffusion folder must have for a complete video model, besides the U-Net.
@@ -36,16 +37,17 @@ DEFAULT_GUIDANCE = 7.5  # Stable Diffusion's usual scale, for a folder that reco
 
 def read_json(path: str | os.PathLike, default: dict | None = None) -> dict:
     """A JSON object from `path`; `default` (when given) for a missing file. A file that is not a JSON object is a
-    `ValueError` naming it."""
+    `VidiffInputError` naming it."""
     path = Path(path)
     if default is not None and not path.is_file():
         return default
     try:
         value = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error.msg} at line {error.lineno}); fix or replace it") from None
+        raise VidiffInputError(f"{path} is not valid JSON ({error.msg} at line {error.lineno}); fix or replace "
+                               "it") from None
     if not isinstance(value, dict):
-        raise ValueError(f"{path} must hold a JSON object, not {type(value).__name__}")
+        raise VidiffInputError(f"{path} must hold a JSON object, not {type(value).__name__}")
     return value
 
 
@@ -82,6 +84,13 @@ def check_model_folder(folder: str | os.PathLike, components: tuple[str, ...]) -
             raise FileNotFoundError(f"{folder} has no {name}/ folder; expected a diffusers-layout model folder")
     if "unet" in components and not (folder / "unet" / "config.json").is_file():
         raise FileNotFoundError(f"{folder / 'unet'} has no config.json")
+
+
+def is_model_folder(path: str | os.PathLike) -> bool:
+    """Whether `path` is a folder `--overwrite` may replace with a model folder: one holding a model_index.json (a
+    model folder itself), or nothing."""
+    path = Path(path)
+    return path.is_dir() and not path.is_symlink() and ((path / MODEL_INDEX).is_file() or not any(path.iterdir()))
 
 
 def write_model_index(folder: Path, classes: dict[str, list[str]], extra_from: dict | None = None) -> None:
@@ -129,7 +138,17 @@ def recommended_guidance(model: str | os.PathLike) -> float:
     try:
         return float(read_json(path).get("guidance", DEFAULT_GUIDANCE))
     except (TypeError, ValueError):
-        raise ValueError(f"{path} must be a JSON object like {{\"guidance\": 1.5}}; fix or delete it") from None
+        raise VidiffInputError(f"{path} must be a JSON object like {{\"guidance\": 1.5}}; fix or delete it") from None
+
+
+def check_frame_size(model: str | os.PathLike, **sizes: int | None) -> None:
+    """Refuse frame sizes (height=..., width=..., resolution=...; None: the model's own) that the model's VAE cannot
+    encode and decode: each must be a positive multiple of its downscale factor."""
+    check_model_folder(model, ("vae",))
+    scale = vae_scale_factor(component_config(model, "vae"))
+    for name, value in sizes.items():
+        if value is not None and (value <= 0 or value % scale):
+            raise VidiffInputError(f"{name}={value} must be a positive multiple of {scale} for this model's VAE")
 
 
 def check_video_model(model: str | os.PathLike, num_frames: int = 1, height: int | None = None,
@@ -140,13 +159,11 @@ def check_video_model(model: str | os.PathLike, num_frames: int = 1, height: int
     check_model_folder(model, (*COMPONENTS, "unet"))
     unet = component_config(model, "unet")
     if unet.get("_class_name") != "VideoUNet":
-        raise ValueError(f"{model} is not a video model (unet is {unet.get('_class_name')}); run `vidiff inflate`")
-    scale = vae_scale_factor(component_config(model, "vae"))
+        raise VidiffInputError(f"{model} is not a video model (unet is {unet.get('_class_name')}); run `vidiff "
+                               "inflate`")
     if not 1 <= num_frames <= unet["max_frames"]:
-        raise ValueError(f"num_frames={num_frames} is outside 1..{unet['max_frames']} for {model}")
-    for name, value in (("height", height), ("width", width)):
-        if value is not None and (value <= 0 or value % scale):
-            raise ValueError(f"{name}={value} must be a positive multiple of {scale} for this model's VAE")
+        raise VidiffInputError(f"num_frames={num_frames} is outside 1..{unet['max_frames']} for {model}")
+    check_frame_size(model, height=height, width=width)
     if steps < 1:
-        raise ValueError(f"steps={steps} must be at least 1")
+        raise VidiffInputError(f"steps={steps} must be at least 1")
     return unet

@@ -51,12 +51,12 @@ for stage in $stages; do
     eval)
       # the image model is best at low guidance (README of this folder); the video model is judged the same way
       "$python" -m vidiff.cli eval --model "$work/temporal-e/model" --baseline "$work/image-words" \
-        --guidance 1.5 --clips-per-combo 8 --device "$device" --out "$work/eval" --no-progress ;;
+        --guidance 1.5 --clips-per-combo 8 --device "$device" --out "$work/eval" --overwrite --no-progress ;;
     ship)
       "$python" scripts/tiny_default/ship.py "$work/temporal-e/model" --guidance 1.5 --eval "$work/eval/eval.json" \
         --note "scripts/tiny_default/make_all.sh, temporal-direction (train_temporal.py --direction)" ;;
     interpolation)
-      resume=$([ -d "$work/interp/checkpoints" ] && echo --resume || true)
+      resume=$([ -d "$work/interp/checkpoints" ] && echo --resume || echo --overwrite)
       [ -f "$work/interp/model/model_index.json" ] || "$python" -m vidiff.cli train \
         --config configs/train/tiny_default_interpolate.yaml model=vidiff/assets/default-model data="$work/clips" \
         output="$work/interp" $resume ;;
@@ -71,7 +71,7 @@ write_shapes_folder; write_shapes_folder(sys.argv[1], 394, size=128, seed=2, ext
     upscale)
       [ -f "$work/upscaler-init/model_index.json" ] || "$python" scripts/tiny_default/make_upscaler.py --codec 2 \
         --widths 32 48 64 --out "$work/upscaler-init"
-      resume=$([ -d "$work/upscale/checkpoints" ] && echo --resume || true)
+      resume=$([ -d "$work/upscale/checkpoints" ] && echo --resume || echo --overwrite)
       [ -f "$work/upscale/model/model_index.json" ] || "$python" -m vidiff.cli train \
         --config configs/train/tiny_default_upscale.yaml model="$work/upscaler-init" data="$work/clips128-lossless" \
         output="$work/upscale" $resume ;;

@@ -70,7 +70,8 @@ def run_phase(config_name: str, model: Path, clips: Path, output: Path, resume: 
         return output / "model"
     config = load_config(TrainConfig, CONFIGS / config_name,
                          [f"model={model}", f"data={clips}", f"output={output}", *overrides])
-    print(train(config, resume=resume and (output / "checkpoints").is_dir(), stop_after=stop_after))
+    resuming = resume and (output / "checkpoints").is_dir()
+    print(train(config, resume=resuming, stop_after=stop_after, overwrite=not resuming))  # else the phase restarts
     if stop_after is not None:
         checkpoint_model_folder(checkpoint_dir(output, stop_after), model, output / "model")
     return output / "model"

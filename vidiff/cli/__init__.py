@@ -1,6 +1,8 @@
 """The `vidiff` command line: one module per command, each of which only parses, checks and calls the library.
 
-Exit codes: 0 success; 2 bad input (one line on stderr naming the problem, no traceback); 1 runtime failure.
+Exit codes (vidiff.errors): 0 success; 2 input the user can fix (one line on stderr naming the problem, no
+traceback): a `VidiffInputError`, or an I/O error on their paths or a full disk; 1 with the traceback: a failure
+inside vidiff or its libraries, any other exception, which is left to end the program.
 Heavy imports (torch, diffusers) happen after the arguments are parsed, so `--help` answers at once.
 """
 
@@ -11,7 +13,7 @@ import sys
 
 from vidiff.cli import eval as eval_command
 from vidiff.cli import generate, inflate, info, interpolate, serve, train, upscale
-from vidiff.cli.common import INPUT_ERRORS
+from vidiff.errors import is_user_error, one_line
 from vidiff.process import keep_freed_memory, skip_exit_collection
 
 COMMANDS = (inflate, generate, interpolate, upscale, train, eval_command, info, serve)  # in the order --help lists them
@@ -39,9 +41,10 @@ def main(argv: list[str] | None = None, program: bool = False) -> int:
         keep_freed_memory()
     try:
         return args.func(args)
-    except INPUT_ERRORS as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"vidiff {args.command}: error: {message}", file=sys.stderr)
+    except Exception as error:
+        if not is_user_error(error):
+            raise  # a failure inside vidiff or a library: the traceback, exit code 1
+        print(f"vidiff {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"vidiff {args.command}: interrupted", file=sys.stderr)

@@ -33,6 +33,7 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="clips per sampling call (default 8)")
     p.add_argument("--out", default="eval-report", help="report folder for eval.json and eval.md "
                    "(default eval-report/)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier report in --out")
     add_device(p)
     add_progress(p)
     p.set_defaults(func=run)
@@ -40,8 +41,8 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import_quickly(CHECKS)
+    from vidiff.config import check_seed
     from vidiff.eval import run
-
     from vidiff.model_folder import DEFAULT_GUIDANCE, default_model, recommended_guidance
 
     # 1. Check everything that can be checked without loading a model
@@ -52,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
         args.guidance = recommended_guidance(model) if model is not None else DEFAULT_GUIDANCE
     run.check_settings(args.clips_per_combo, args.split, args.frames, args.steps, args.batch_size, args.guidance)
     run.check_device(args.device)
-    run.check_out_dir(args.out)
+    check_seed(args.seed, "--seed")
+    run.check_out_dir(args.out, args.overwrite)
     if model is not None:
         run.check_video_model(model, args.frames, args.steps)
     if args.baseline:
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     baseline = run.evaluate_image_baseline(args.baseline, **options, **sampling) if args.baseline else None
 
     # 3. Report
-    paths = run.write_report(result, args.out, baseline)
+    paths = run.write_report(result, args.out, baseline, overwrite=args.overwrite)
     print(run.report_markdown(result, baseline), end="")
     print(f"wrote {paths[0]} and {paths[1]}", file=sys.stderr)
     return 0

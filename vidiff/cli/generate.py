@@ -6,7 +6,8 @@ import argparse
 import sys
 import time
 
-from vidiff.cli.common import CHECKS, LIBRARIES, add_device, add_progress, model_or_default
+from vidiff.cli.common import CHECKS, LIBRARIES, add_device, add_overwrite, add_progress, model_or_default
+from vidiff.errors import VidiffInputError
 from vidiff.process import import_quickly
 
 
@@ -45,6 +46,7 @@ def add_parser(sub) -> None:
     p.add_argument("--upscale-steps", type=int, help="denoising steps of the upscaler (default: the stage's "
                    "cascade.json recommendation, else 25)")
     p.add_argument("--dtype", default="auto", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16")
+    add_overwrite(p)
     add_device(p)
     p.add_argument("--cpu-offload", action="store_true", help="keep models on the CPU until used (small GPUs)")
     p.add_argument("--compile", action="store_true", help="run the base U-Net through torch.compile (inductor). "
@@ -79,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     written = run_jobs(pipe, jobs, fps=args.fps, scheduler=args.scheduler, model=str(model),
                        process_index=state.process_index, num_processes=state.num_processes, load_s=load_s,
                        interpolate=stages["interpolate"], upscale=stages["upscale"],
-                       interpolate_steps=args.interpolate_steps, upscale_steps=args.upscale_steps)
+                       interpolate_steps=args.interpolate_steps, upscale_steps=args.upscale_steps,
+                       overwrite=args.overwrite)
     for path in written:
         print(f"wrote {path}")
     print(f"{len(written)} clip(s) in {time.perf_counter() - start:.1f} s", file=sys.stderr)
@@ -90,14 +93,16 @@ def check_inputs(args: argparse.Namespace):
     """(model folder, jobs with seeds and outputs, {"interpolate": K, "upscale": S}), all checked against the model's
     configs; no weights are loaded."""
     from vidiff.cli import jobs as gen
+    from vidiff.config import check_seed
     from vidiff.model_folder import recommended_guidance
 
     if (args.prompt is None) == (args.prompts_file is None):
-        raise ValueError("give exactly one of PROMPT or --prompts-file")
+        raise VidiffInputError("give exactly one of PROMPT or --prompts-file")
     if args.scheduler not in gen.SCHEDULER_NAMES:
-        raise ValueError(f"unknown scheduler {args.scheduler!r}; choose one of {', '.join(gen.SCHEDULER_NAMES)}")
+        raise VidiffInputError(f"unknown scheduler {args.scheduler!r}; choose one of {', '.join(gen.SCHEDULER_NAMES)}")
     if args.fps <= 0:
-        raise ValueError(f"--fps {args.fps} must be positive")
+        raise VidiffInputError(f"--fps {args.fps} must be positive")
+    check_seed(args.seed, "--seed")
     model = model_or_default(args.model)
     guidance = args.guidance if args.guidance is not None else recommended_guidance(model)
     defaults = dict(negative_prompt=args.negative_prompt, num_frames=args.num_frames, height=args.height,
@@ -108,9 +113,12 @@ def check_inputs(args: argparse.Namespace):
         jobs = [gen.Job(prompt=args.prompt, **defaults)]
     jobs = gen.assign_seeds_and_outputs(jobs, args.output, args.seed)
     for job in jobs:
-        gen.check_output(job.output)
+        check_seed(job.seed, f"seed of {job.prompt!r}")
+        gen.check_output(job.output, args.overwrite)
     gen.check_model_settings(model, jobs)
-    return model, jobs, check_stages(args, model, jobs)
+    stages = check_stages(args, model, jobs)
+    gen.check_room(model, jobs, stages["interpolate"], stages["upscale"])
+    return model, jobs, stages
 
 
 def check_stages(args: argparse.Namespace, model, jobs) -> dict:
@@ -122,21 +130,22 @@ def check_stages(args: argparse.Namespace, model, jobs) -> dict:
     stages = read_cascade(model)
     factor = args.interpolate if args.interpolate is not None else getattr(stages.get("interpolation"), "default", 1)
     if factor < 1:
-        raise ValueError(f"--interpolate {factor} must be at least 1 (1: no interpolation)")
+        raise VidiffInputError(f"--interpolate {factor} must be at least 1 (1: no interpolation)")
     if factor > 1:
         interpolation_stage(model)
         interpolation_settings(model, args.interpolate_steps)
         if any(job.num_frames < 2 for job in jobs):
-            raise ValueError("--interpolate needs at least 2 frames per clip; raise --num-frames or pass --interpolate 1")
+            raise VidiffInputError("--interpolate needs at least 2 frames per clip; raise --num-frames or pass "
+                                   "--interpolate 1")
     scale = args.upscale if args.upscale is not None else getattr(stages.get("upscale"), "default", 1)
     if scale < 1:
-        raise ValueError(f"--upscale {scale} must be at least 1 (1: no upscaling)")
+        raise VidiffInputError(f"--upscale {scale} must be at least 1 (1: no upscaling)")
     if scale > 1:
         model_scale, fold = upscaler_geometry(model)
         upscale_passes(scale, model_scale)
         for job in jobs:
             if (job.height or 0) % fold or (job.width or 0) % fold:
-                raise ValueError(f"{job.width}x{job.height} frames must be multiples of {fold} to upscale")
+                raise VidiffInputError(f"{job.width}x{job.height} frames must be multiples of {fold} to upscale")
         upscale_settings(model, args.upscale_steps)
     return {"interpolate": factor, "upscale": scale}
 
@@ -149,7 +158,7 @@ def settle_device(args: argparse.Namespace):
     dtype = pick_dtype(args.dtype, device)
     if args.threads is not None:
         if args.threads < 1:
-            raise ValueError(f"--threads {args.threads} must be at least 1")
+            raise VidiffInputError(f"--threads {args.threads} must be at least 1")
         import torch
 
         torch.set_num_threads(args.threads)

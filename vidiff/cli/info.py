@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from vidiff.errors import VidiffInputError
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -21,14 +23,16 @@ def run(args: argparse.Namespace) -> int:
     from vidiff.model_folder import read_json
     from vidiff.models.temporal import TemporalAttention, TemporalConv
     from vidiff.models.video_unet import VideoUNet
+    from vidiff.weights import loading
 
     folder = Path(args.model)
     unet_folder = folder / "unet" if (folder / "unet").is_dir() else folder
     if not (unet_folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} is not a vidiff model folder (no unet/config.json)")
     if read_json(unet_folder / "config.json").get("_class_name") != "VideoUNet":
-        raise ValueError(f"{unet_folder} holds no VideoUNet; make one with `vidiff inflate`")
-    unet = VideoUNet.from_pretrained(unet_folder)
+        raise VidiffInputError(f"{unet_folder} holds no VideoUNet; make one with `vidiff inflate`")
+    with loading(unet_folder):
+        unet = VideoUNet.from_pretrained(unet_folder)
 
     def count(types) -> int:
         return sum(p.numel() for m in unet.modules() if isinstance(m, types) for p in m.parameters())

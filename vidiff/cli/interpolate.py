@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from vidiff.cli.common import CHECKS, LIBRARIES, add_device, add_progress, check_new_output, model_or_default
+from vidiff.cli.common import (CHECKS, LIBRARIES, add_device, add_overwrite, add_progress, check_new_output,
+                                check_room_for, model_or_default)
+from vidiff.errors import VidiffInputError
 from vidiff.process import import_quickly
 
 
@@ -33,6 +35,7 @@ def add_parser(sub) -> None:
                    "(0, 1]; lower keeps more of the start (default: the stage's recommendation)")
     p.add_argument("--prompt", default="", help="optional text describing the video (default: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled frames (default 0)")
+    add_overwrite(p)
     add_device(p)
     add_progress(p)
     p.set_defaults(func=run)
@@ -45,14 +48,16 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     # 1. Check everything that can be checked without loading a model
     if args.factor < 2:
-        raise ValueError(f"--factor {args.factor} must be at least 2 (frames out = (N - 1) * factor + 1)")
+        raise VidiffInputError(f"--factor {args.factor} must be at least 2 (frames out = (N - 1) * factor + 1)")
     if args.fps is not None and args.fps <= 0:
-        raise ValueError(f"--fps {args.fps} must be positive")
+        raise VidiffInputError(f"--fps {args.fps} must be positive")
+    from vidiff.config import check_seed
     from vidiff.model_folder import check_video_model
     from vidiff.pipelines.cascade import interpolation_stage, load_interpolation
 
+    check_seed(args.seed, "--seed")
     model = model_or_default(args.model)
-    check_new_output(args.output)
+    check_new_output(args.output, args.overwrite)
     check_video_model(model)
     interpolation_stage(model)  # a cascade naming one, or a masked-frame model itself
     interpolation_sampling(model, args)
@@ -62,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from vidiff.pipelines.interpolate import check_interpolation_inputs, interpolate
 
     check_interpolation_inputs(frames, args.factor)
+    check_room_for(args.output, (len(frames) - 1) * args.factor + 1, *frames.shape[1:3])
 
     # 2. Load and interpolate
     import_quickly(LIBRARIES)
@@ -75,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     write_video(out, args.output, fps=out_fps, metadata={
         "input": str(args.input), "input_frames": len(frames), "input_fps": fps, "factor": args.factor,
         "model": str(model), **sampling, "seed": args.seed, "prompt": args.prompt,
-        "seconds": round(time.perf_counter() - start, 2)})
+        "seconds": round(time.perf_counter() - start, 2)}, overwrite=args.overwrite)
     print(f"wrote {args.output}: {len(frames)} -> {len(out)} frames at {out_fps:g} fps")
     return 0
 

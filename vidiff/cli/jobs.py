@@ -16,8 +16,10 @@ from typing import Any
 
 import torch
 
-from vidiff.io.video import SUPPORTED_OUTPUTS, WRITE_SUFFIXES
-from vidiff.model_folder import check_video_model
+from vidiff.config import validate_fields
+from vidiff.errors import VidiffInputError, check_free_space
+from vidiff.io.video import SUPPORTED_OUTPUTS, WRITE_SUFFIXES, check_video_destination, estimated_bytes, video_suffix
+from vidiff.model_folder import check_video_model, component_config, vae_scale_factor
 
 SCHEDULER_NAMES = ("ddim", "dpm++", "euler")  # text_to_video.SCHEDULERS' keys, without importing diffusers
 DEFAULT_OUTPUT = "outputs/{slug}-{seed}.mp4"
@@ -57,13 +59,15 @@ def read_prompts_file(path: str | os.PathLike, defaults: dict[str, Any]) -> list
         try:
             entry = json.loads(line)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+            raise VidiffInputError(f"{path}:{number}: not valid JSON ({error.msg})") from None
         unknown = sorted(set(entry) - JOB_FIELDS)
         if unknown or not isinstance(entry.get("prompt"), str):
-            raise ValueError(f"{path}:{number}: needs a string 'prompt'; unknown keys {unknown}; known: {sorted(JOB_FIELDS)}")
+            raise VidiffInputError(f"{path}:{number}: needs a string 'prompt'; unknown keys {unknown}; known: "
+                                   f"{sorted(JOB_FIELDS)}")
+        entry = validate_fields(Job, entry, strict=True, where=f"{path}:{number}: ")  # JSON has types: no guessing
         jobs.append(Job(**{**defaults, **entry}))
     if not jobs:
-        raise ValueError(f"prompts file {path} has no prompts")
+        raise VidiffInputError(f"prompts file {path} has no prompts")
     return jobs
 
 
@@ -74,7 +78,8 @@ def assign_seeds_and_outputs(jobs: list[Job], output: str | None, base_seed: int
     template = output or DEFAULT_OUTPUT
     if len(jobs) > 1 and "{" not in template:
         if Path(template).suffix.lower() in WRITE_SUFFIXES:
-            raise ValueError(f"-o {template} names one file for {len(jobs)} prompts; give a folder or use {{index}}")
+            raise VidiffInputError(f"-o {template} names one file for {len(jobs)} prompts; give a folder or use "
+                                   f"{{index}}")
         template = str(Path(template) / "{index:03d}-{slug}.mp4")
     planned = []
     for index, job in enumerate(jobs):
@@ -83,22 +88,40 @@ def assign_seeds_and_outputs(jobs: list[Job], output: str | None, base_seed: int
         planned.append(dataclasses.replace(job, seed=seed, output=path))
     paths = [job.output for job in planned]
     if len(set(paths)) != len(paths):
-        raise ValueError("two prompts would write the same file; put {index} or {seed} in -o")
+        raise VidiffInputError("two prompts would write the same file; put {index} or {seed} in -o")
     return planned
 
 
-def check_output(path: str | os.PathLike) -> None:
-    """Refuse, before any work, an output whose format is unknown or whose folder cannot be written."""
+def check_output(path: str | os.PathLike, overwrite: bool | None = None) -> None:
+    """Refuse, before any work, an output whose format is unknown or whose folder cannot be written, and (unless
+    `overwrite` is None) one that exists but may not be replaced."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix and suffix not in WRITE_SUFFIXES:
-        raise ValueError(f"unknown output format {suffix!r} in {path}; {SUPPORTED_OUTPUTS}")
+        raise VidiffInputError(f"unknown output format {suffix!r} in {path}; {SUPPORTED_OUTPUTS}")
     if suffix and path.is_dir():
-        raise ValueError(f"output {path} is an existing folder, not a file")
+        raise VidiffInputError(f"output {path} is an existing folder, not a file")
     parent = path.parent if suffix else path
     existing = next(p for p in (parent, *parent.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK):
         raise PermissionError(f"cannot write {path}: {existing} is not a writable folder")
+    if overwrite is not None:
+        check_video_destination(path, overwrite)
+
+
+def check_room(model: str | os.PathLike, jobs: list[Job], factor: int = 1, scale: int = 1) -> None:
+    """Before any sampling: refuse when the outputs' file systems have less room than the clips will take (each
+    clip's frames after interpolation by `factor` and upscaling by `scale`, as `estimated_bytes` counts them)."""
+    unet, vae = component_config(model, "unet"), component_config(model, "vae")
+    side = unet["spatial_config"]["sample_size"] * vae_scale_factor(vae)  # the model's own frame size
+    needed: dict[Path, int] = {}
+    for job in jobs:
+        frames = (job.num_frames - 1) * factor + 1 if factor > 1 else job.num_frames
+        height, width = (job.height or side) * scale, (job.width or side) * scale
+        folder = Path(job.output).parent if Path(job.output).suffix else Path(job.output)
+        needed[folder] = needed.get(folder, 0) + estimated_bytes(frames, height, width, video_suffix(job.output))
+    for folder, size in needed.items():
+        check_free_space(folder, size)
 
 
 def check_model_settings(model: str | os.PathLike, jobs: list[Job]) -> None:
@@ -109,9 +132,11 @@ def check_model_settings(model: str | os.PathLike, jobs: list[Job]) -> None:
 
 
 def run_jobs(pipe, jobs: list[Job], fps: float, scheduler: str, model: str, process_index: int = 0,
-             num_processes: int = 1, writer=None, load_s: float | None = None, **stages) -> list[Path]:
+             num_processes: int = 1, writer=None, load_s: float | None = None, overwrite: bool = False,
+             **stages) -> list[Path]:
     """Generate and write this process's share of `jobs` (every `num_processes`-th, from `process_index`) with a
-    `VideoCascadePipeline`; `stages`: its interpolate / upscale settings. `fps` is the base frames' rate."""
+    `VideoCascadePipeline`; `stages`: its interpolate / upscale settings. `fps` is the base frames' rate. An
+    existing output is replaced only with `overwrite`."""
     from vidiff import __version__
 
     if writer is None:
@@ -135,7 +160,7 @@ def run_jobs(pipe, jobs: list[Job], fps: float, scheduler: str, model: str, proc
             **({name: meta[name] for name in ("base", "interpolation", "upscale") if name in meta}
                if len(seconds) > 1 else {}),
         }
-        written.append(Path(writer(frames, job.output, fps=fps * factor, metadata=metadata)))
+        written.append(Path(writer(frames, job.output, fps=fps * factor, metadata=metadata, overwrite=overwrite)))
     return written
 
 

@@ -22,7 +22,11 @@ def add_parser(sub) -> None:
     p.add_argument("--config", help="YAML run config, e.g. configs/train/temporal.yaml")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config settings")
     p.add_argument("--resume", nargs="?", const="latest", help="resume from the newest checkpoint in the output "
-                   "folder, or from the checkpoint folder given")
+                   "folder, or from the checkpoint folder given. Settings that change what the run computes must stay "
+                   "as they were; max_steps, checkpointing, logging and validation may change (recorded in "
+                   "history.jsonl)")
+    p.add_argument("--overwrite", action="store_true", help="start over in an output folder that holds a run "
+                   "(removes what that run wrote there)")
     p.set_defaults(func=run)
 
 
@@ -35,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from vidiff.training.trainer import TrainingDiverged, train
 
     try:
-        summary = train(config, resume=args.resume or False)
+        summary = train(config, resume=args.resume or False, overwrite=args.overwrite)
     except TrainingDiverged as error:  # a runtime failure, but one with a clear cause: no traceback
         print(f"vidiff train: {error}", file=sys.stderr)
         return 1

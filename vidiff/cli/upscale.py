@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from vidiff.cli.common import CHECKS, LIBRARIES, add_device, add_progress, check_new_output, model_or_default
+from vidiff.cli.common import (CHECKS, LIBRARIES, add_device, add_overwrite, add_progress, check_new_output,
+                                check_room_for, model_or_default)
+from vidiff.errors import VidiffInputError
 from vidiff.process import import_quickly
 
 
@@ -37,6 +39,7 @@ def add_parser(sub) -> None:
     p.add_argument("--overlap", type=int, default=4, help="frames shared by neighbouring windows (default 4)")
     p.add_argument("--independent-noise", action="store_true", help="start every frame from its own noise "
                    "(flickers more; for comparison)")
+    add_overwrite(p)
     add_device(p)
     add_progress(p)
     p.set_defaults(func=run)
@@ -44,14 +47,16 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import_quickly(CHECKS)
+    from vidiff.config import check_seed
     from vidiff.devices import pick_device, pick_dtype
     from vidiff.pipelines.cascade import load_upscaler, upscale_settings, upscaler_geometry
 
     start = time.perf_counter()
     # 1. Check everything that can be checked without loading a model
     check_upscale_settings(args)
+    check_seed(args.seed, "--seed")
     model = model_or_default(args.model)
-    check_new_output(args.output)
+    check_new_output(args.output, args.overwrite)
     model_scale, fold = upscaler_geometry(model)  # a cascade naming an upscale stage, or an upscaler itself
     from vidiff.pipelines.upscale import upscale, upscale_passes
 
@@ -61,8 +66,9 @@ def run(args: argparse.Namespace) -> int:
 
     frames, fps = read_video(args.input)  # unreadable or missing input: a one-line error, exit 2
     if frames.shape[1] % fold or frames.shape[2] % fold:
-        raise ValueError(f"frame size {frames.shape[2]}x{frames.shape[1]} must be a multiple of {fold} for this "
-                         "upscaler; resize or crop the video first")
+        raise VidiffInputError(f"frame size {frames.shape[2]}x{frames.shape[1]} must be a multiple of {fold} for "
+                               "this upscaler; resize or crop the video first")
+    check_room_for(args.output, len(frames), frames.shape[1] * args.scale, frames.shape[2] * args.scale)
 
     # 2. Load and upscale
     import_quickly(LIBRARIES)
@@ -76,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         "model": str(model), "steps": settings["num_inference_steps"], "noise_level": settings["noise_level"],
         "seed": args.seed,
         "prompt": args.prompt, "shared_noise": not args.independent_noise, "window": args.window,
-        "seconds": round(time.perf_counter() - start, 2)})
+        "seconds": round(time.perf_counter() - start, 2)}, overwrite=args.overwrite)
     print(f"wrote {args.output}: {frames.shape[2]}x{frames.shape[1]} -> {out.shape[2]}x{out.shape[1]}, "
           f"{len(out)} frames")
     return 0
@@ -84,12 +90,12 @@ def run(args: argparse.Namespace) -> int:
 
 def check_upscale_settings(args: argparse.Namespace) -> None:
     if args.scale < 2:
-        raise ValueError(f"--scale {args.scale} must be at least 2")
+        raise VidiffInputError(f"--scale {args.scale} must be at least 2")
     if args.steps is not None and args.steps < 1:
-        raise ValueError(f"--steps {args.steps} must be at least 1")
+        raise VidiffInputError(f"--steps {args.steps} must be at least 1")
     if args.noise_level is not None and not 0 <= args.noise_level <= 350:
-        raise ValueError(f"--noise-level {args.noise_level} must be within 0..350")
+        raise VidiffInputError(f"--noise-level {args.noise_level} must be within 0..350")
     if args.window is not None and args.window < 2:
-        raise ValueError(f"--window {args.window} must be at least 2 frames")
+        raise VidiffInputError(f"--window {args.window} must be at least 2 frames")
     if args.overlap < 0 or (args.window is not None and args.overlap >= args.window):
-        raise ValueError(f"--overlap {args.overlap} must be at least 0 and below --window")
+        raise VidiffInputError(f"--overlap {args.overlap} must be at least 0 and below --window")

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vidiff.errors import VidiffInputError
+
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
     "green": (40, 200, 60),
@@ -75,7 +77,7 @@ def combinations(split: str = "train") -> list[Combo]:
     """The (colour, shape, direction) triples of a split: "train" (76), "heldout" (8) or "all" (84)."""
     splits = {"train": TRAIN_COMBOS, "heldout": HELD_OUT, "all": ALL_COMBOS}
     if split not in splits:
-        raise ValueError(f"unknown split {split!r}; expected one of {sorted(splits)}")
+        raise VidiffInputError(f"unknown split {split!r}; expected one of {sorted(splits)}")
     return list(splits[split])
 
 
@@ -83,7 +85,7 @@ def _check_combo(colour: str, shape: str, direction: str) -> None:
     checks = ((colour, COLOURS, "colour"), (shape, SHAPES, "shape"), (direction, DIRECTIONS, "direction"))
     for value, known, what in checks:
         if value not in known:
-            raise ValueError(f"unknown {what} {value!r}; expected one of {list(known)}")
+            raise VidiffInputError(f"unknown {what} {value!r}; expected one of {list(known)}")
 
 
 def caption(colour: str, shape: str, direction: str) -> str:
@@ -100,12 +102,12 @@ def parse_caption(text: str) -> Combo:
     match = _CAPTION.fullmatch(" ".join(text.lower().split()))
     if match is None:
         expected = "'a {colour} {shape} moving {direction}'"
-        raise ValueError(f"not a shapes-world caption: {text!r}; expected {expected}")
+        raise VidiffInputError(f"not a shapes-world caption: {text!r}; expected {expected}")
     colour, shape, direction = match.groups()
     try:
         _check_combo(colour, shape, direction)
     except ValueError as error:
-        raise ValueError(f"not a shapes-world caption: {text!r}: {error}") from None
+        raise VidiffInputError(f"not a shapes-world caption: {text!r}: {error}") from None
     return colour, shape, direction
 
 
@@ -173,11 +175,11 @@ def render_clip(
     # 1. Check inputs
     _check_combo(colour, shape, direction)
     if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        raise VidiffInputError(f"num_frames must be >= 1, got {num_frames}")
     if size < 8:
-        raise ValueError(f"size must be >= 8 pixels, got {size}")
+        raise VidiffInputError(f"size must be >= 8 pixels, got {size}")
     if supersample < 1:
-        raise ValueError(f"supersample must be >= 1, got {supersample}")
+        raise VidiffInputError(f"supersample must be >= 1, got {supersample}")
 
     # 2. Draw the object size and its path, so that the whole path is inside the frame
     rng = np.random.default_rng(seed)
@@ -240,7 +242,7 @@ class ShapesDataset:
 
     def __init__(self, num_clips: int, num_frames: int = 16, size: int = 64, split: str = "train", seed: int = 0):
         if num_clips < 1:
-            raise ValueError(f"num_clips must be >= 1, got {num_clips}")
+            raise VidiffInputError(f"num_clips must be >= 1, got {num_clips}")
         self.combos = combinations(split)
         self.num_clips, self.num_frames, self.size, self.split, self.seed = num_clips, num_frames, size, split, seed
 

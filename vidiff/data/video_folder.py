@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from vidiff.errors import VidiffInputError
 from vidiff.io.video import VIDEO_EXTENSIONS, VideoReadError, probe_video, read_frames
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def _find_videos(root: Path) -> list[Path]:
         raise FileNotFoundError(f"video folder {root} does not exist or is not a folder")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
     if not files:
-        raise ValueError(f"no video files in {root} (looked for {', '.join(VIDEO_EXTENSIONS)}, in any subfolder)")
+        raise VidiffInputError(f"no video files in {root} (looked for {', '.join(VIDEO_EXTENSIONS)}, in any subfolder)")
     return files
 
 
@@ -85,7 +86,7 @@ def _metadata_captions(root: Path) -> dict[str, str]:
         for number, row in enumerate(_metadata_rows(path), start=1):
             if not isinstance(row, dict) or "file_name" not in row or "text" not in row:
                 got = sorted(row) if isinstance(row, dict) else type(row).__name__
-                raise ValueError(f"{path} row {number} needs 'file_name' and 'text' columns, got {got}")
+                raise VidiffInputError(f"{path} row {number} needs 'file_name' and 'text' columns, got {got}")
             file_name = posixpath.normpath(str(row["file_name"]).replace("\\", "/"))
             captions[file_name] = str(row["text"] or "").strip()
     return captions
@@ -102,7 +103,7 @@ def _metadata_rows(path: Path) -> list:
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path} line {number} is not JSON ({err})") from err
+            raise VidiffInputError(f"{path} line {number} is not JSON ({err})") from err
     return rows
 
 
@@ -157,11 +158,11 @@ class VideoFolderDataset(torch.utils.data.Dataset):
         # 1. Check inputs
         for name, value in (("num_frames", num_frames), ("resolution", resolution), ("frame_stride", frame_stride)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+                raise VidiffInputError(f"{name} must be a positive int, got {value!r}")
         if target_fps is not None and not (isinstance(target_fps, (int, float)) and 0 < target_fps < float("inf")):
-            raise ValueError(f"target_fps must be a positive number or None, got {target_fps!r}")
+            raise VidiffInputError(f"target_fps must be a positive number or None, got {target_fps!r}")
         if short_videos not in SHORT_VIDEO_POLICIES:
-            raise ValueError(f"short_videos must be one of {SHORT_VIDEO_POLICIES}, got {short_videos!r}")
+            raise VidiffInputError(f"short_videos must be one of {SHORT_VIDEO_POLICIES}, got {short_videos!r}")
         self.root = Path(root)
         self.num_frames, self.resolution, self.frame_stride = num_frames, resolution, frame_stride
         self.target_fps, self.random_crop, self.short_videos = target_fps, random_crop, short_videos
@@ -207,9 +208,9 @@ class VideoFolderDataset(torch.utils.data.Dataset):
         logger.warning("skipping video %s: %s", path, reason)
         return None
 
-    def _none_left(self) -> ValueError:
+    def _none_left(self) -> VidiffInputError:
         first = f" (first: {self.skipped[0]['path']}: {self.skipped[0]['reason']})" if self.skipped else ""
-        return ValueError(f"no readable videos in {self.root}: {len(self.skipped)} files skipped{first}")
+        return VidiffInputError(f"no readable videos in {self.root}: {len(self.skipped)} files skipped{first}")
 
     def __len__(self) -> int:
         return len(self.videos)

@@ -23,13 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from vidiff.atomic import write_text
+from vidiff.atomic import check_destination, write_text
 from vidiff.data.shapes import ALL_COMBOS, COLOURS, DIRECTIONS, HELD_OUT, SHAPES, caption, combinations, render_clip
+from vidiff.errors import VidiffInputError
 from vidiff.eval.judge import judge_clip, summarize, to_markdown
 from vidiff.model_folder import COMPONENTS, check_model_folder, component_config, vae_scale_factor
 from vidiff.model_folder import check_video_model as check_model_configs
 
 SPLITS = ("all", "train", "heldout")
+REPORT_FILES = ("eval.json", "eval.md")  # what write_report writes into its folder
 CHANCE = {"colour": 1 / len(COLOURS), "shape": 1 / len(SHAPES), "direction": 1 / len(DIRECTIONS)}
 
 # A batch of work: (index of the combination in ALL_COMBOS, index of the clip within the combination)
@@ -47,13 +49,13 @@ def check_settings(clips_per_combo: int, split: str, num_frames: int, steps: int
                    guidance: float = 0.0) -> None:
     """Raise ValueError naming the first bad setting."""
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        raise VidiffInputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     for name, value in (("clips_per_combo", clips_per_combo), ("num_frames", num_frames), ("steps", steps),
                         ("batch_size", batch_size)):
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value} must be a positive integer")
+            raise VidiffInputError(f"{name}={value} must be a positive integer")
     if not math.isfinite(guidance) or guidance < 0:
-        raise ValueError(f"guidance={guidance} must be a finite number >= 0")
+        raise VidiffInputError(f"guidance={guidance} must be a finite number >= 0")
 
 
 def check_video_model(model_dir: str | os.PathLike, num_frames: int, steps: int = 1) -> dict:
@@ -67,8 +69,8 @@ def check_image_model(model_dir: str | os.PathLike) -> dict:
     check_model_folder(model_dir, (*COMPONENTS, "unet"))
     unet = json.loads((model_dir / "unet" / "config.json").read_text())
     if unet.get("_class_name") != "UNet2DConditionModel":
-        raise ValueError(f"{model_dir} is not an image model (its unet is a {unet.get('_class_name')}); the "
-                         "baseline needs the Stable Diffusion folder the video model was inflated from")
+        raise VidiffInputError(f"{model_dir} is not an image model (its unet is a {unet.get('_class_name')}); the "
+                               "baseline needs the Stable Diffusion folder the video model was inflated from")
     return unet
 
 
@@ -79,17 +81,20 @@ def check_device(device: str) -> None:
         try:
             torch.device(device)
         except RuntimeError:
-            raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:1, mps") from None
+            raise VidiffInputError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:1, mps") from None
 
 
-def check_out_dir(out_dir: str | os.PathLike) -> None:
-    """Refuse a report folder that is an existing file or sits below one that cannot be written."""
+def check_out_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> None:
+    """Refuse a report folder that is an existing file, sits below one that cannot be written, or already holds a
+    report (unless `overwrite`)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"report folder {out_dir} is an existing file")
     existing = next(p for p in (out_dir, *out_dir.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK):
         raise PermissionError(f"cannot write the report into {out_dir}: {existing} is not a writable folder")
+    for name in REPORT_FILES:
+        check_destination(out_dir / name, overwrite)
 
 
 def frame_size(model_dir: str | os.PathLike) -> int:
@@ -239,20 +244,22 @@ def evaluate_image_baseline(
 
     from vidiff.devices import pick_device, pick_dtype
     from vidiff.pipelines.text_to_video import SCHEDULERS
+    from vidiff.weights import loading
 
     # 1. Check inputs
     check_settings(clips_per_combo, split, num_frames, steps, batch_size, guidance)
     check_image_model(image_model_dir)
     check_device(device)
     if scheduler not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+        raise VidiffInputError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
 
     # 2. Load, without the safety checker (it would black out frames, which the judge reads as "no object")
     torch_device = pick_device(device)
     dtype = pick_dtype("auto", torch_device)
     dtype_kwargs = {} if dtype == torch.float32 else {"torch_dtype": dtype}  # the default; newer diffusers warn
-    pipe = StableDiffusionPipeline.from_pretrained(image_model_dir, safety_checker=None,
-                                                   requires_safety_checker=False, **dtype_kwargs)
+    with loading(image_model_dir):
+        pipe = StableDiffusionPipeline.from_pretrained(image_model_dir, safety_checker=None,
+                                                       requires_safety_checker=False, **dtype_kwargs)
     scheduler_cls, options = SCHEDULERS[scheduler]
     pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config, **options)
     pipe.to(torch_device)
@@ -289,7 +296,7 @@ def evaluate_ground_truth(
     of the judge and of the wiring, which must score 100 %. `size`: the frame side, e.g. `frame_size(model)`."""
     check_settings(clips_per_combo, split, num_frames)
     if not isinstance(size, int) or size < 8:
-        raise ValueError(f"size={size} must be an integer of at least 8 pixels")
+        raise VidiffInputError(f"size={size} must be an integer of at least 8 pixels")
 
     def sample(batch: list[Item], captions: list[str]) -> np.ndarray:
         return np.stack([render_clip(*ALL_COMBOS[c], num_frames=num_frames, size=size, seed=eval_seed(seed, c, k))
@@ -339,12 +346,15 @@ def report_markdown(result: dict, baseline: dict | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(result: dict, out_dir: str | os.PathLike, baseline: dict | None = None) -> tuple[Path, Path]:
+def write_report(result: dict, out_dir: str | os.PathLike, baseline: dict | None = None,
+                 overwrite: bool = False) -> tuple[Path, Path]:
     """Write `eval.json` (the result, with the baseline's under "baseline") and `eval.md` into `out_dir`,
-    each atomically. A baseline may also come inside `result` as result["baseline"]. Returns both paths."""
+    each atomically; an existing report is replaced only with `overwrite`. A baseline may also come inside `result`
+    as result["baseline"]. Returns both paths."""
     out_dir = Path(out_dir)
     baseline = baseline if baseline is not None else result.get("baseline")
     document = {**result, "baseline": baseline} if baseline is not None else result
-    json_path = write_text(out_dir / "eval.json", json.dumps(document, indent=2) + "\n")
-    md_path = write_text(out_dir / "eval.md", report_markdown(result, baseline))
+    check_out_dir(out_dir, overwrite)  # before writing either file, so that none is written beside an old one
+    json_path = write_text(out_dir / "eval.json", json.dumps(document, indent=2) + "\n", overwrite=overwrite)
+    md_path = write_text(out_dir / "eval.md", report_markdown(result, baseline), overwrite=overwrite)
     return json_path, md_path

@@ -3,7 +3,9 @@
 `write_video` picks the format from the path: `.mp4` (H.264, yuv420p, faststart), `.webm` (VP9, yuv420p), `.mkv`
 (FFV1, lossless RGB: for training data, since yuv420p halves the colour resolution), `.gif`
 (palette built from the clip itself, loops forever) or, for a path without a suffix or ending in `/`, a folder of
-`frame_0000.png ...` plus `metadata.json`. Everything is built beside its destination and renamed into place.
+`frame_0000.png ...` plus `metadata.json`. Everything is built beside its destination and renamed into place; an
+existing output is refused unless the caller asks to overwrite it. `read_sidecar` reads a clip's record back,
+checked against the clip's hash.
 
 `read_video` decodes a whole file or folder, `read_frames` the frames at chosen indices, and `probe_video` reads the
 header and counts the packets. They share one decoding layer: decord where it is installed and returns the right
@@ -13,12 +15,15 @@ Every way a file can fail to decode ends in a `VideoReadError` that names the pa
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import logging
 import math
 import operator
 import os
+import re
+import time
 from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,7 +32,8 @@ import av
 import imageio.v3 as iio
 import numpy as np
 
-from vidiff.atomic import atomic_dir, atomic_path, write_text
+from vidiff.atomic import atomic_dir, check_destination, destination_lock, publish_file, temporary_path
+from vidiff.errors import VidiffInputError, reporting_full_disk
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +59,7 @@ _LISTED = ", ".join(s + (" (lossless)" if s == ".mkv" else "") for s in WRITE_SU
 SUPPORTED_OUTPUTS = f"use {_LISTED}, or a path without a suffix (or ending in '/') for a folder of PNG frames"
 
 
-class VideoReadError(ValueError):
+class VideoReadError(VidiffInputError):
     """A video (file or frame folder) that is missing, empty, not a video, truncated or undecodable."""
 
     def __init__(self, path: str | os.PathLike, reason: str):
@@ -71,14 +77,20 @@ def sidecar_path(path: str | os.PathLike) -> Path:
 # Writing
 # ----------------------------------------------------------------------------------------------------------------
 
-def write_video(frames: np.ndarray, path: str | os.PathLike, fps: float = 8, metadata: Mapping | None = None) -> Path:
+def write_video(frames: np.ndarray, path: str | os.PathLike, fps: float = 8, metadata: Mapping | None = None,
+                overwrite: bool = False) -> Path:
     """Write `frames` (uint8, (f, h, w, 3)) to `path` atomically and return the path.
 
     The format follows the suffix (`.mp4`, `.gif`, `.webm`, `.mkv`; none or a trailing `/` for a PNG folder). Frames
     are never resized or padded: H.264 yuv420p needs an even width and height, so odd sizes are refused for `.mp4`
     (GIF, WebM, MKV and PNG take any size). Grey `(f, h, w, 1)` frames are refused too; repeat the channel first.
-    With `metadata`, `path + ".json"` is written as well, holding it plus `frames`, `fps`, `height`, `width` and
-    `format`; a PNG folder always gets that record as `metadata.json` inside, so that its fps survives a round trip.
+    With `metadata`, `path + ".json"` is written as well, holding it plus `frames`, `fps`, `height`, `width`,
+    `format` and the clip's `sha256`; a PNG folder always gets that record (without a hash) as `metadata.json`
+    inside, so that its fps survives a round trip.
+    An existing output is refused (`FileExistsError`) unless `overwrite`; even then a folder holding anything but
+    frames and metadata.json is never replaced. The clip is published before its sidecar, both under a lock on the
+    destination, so of two writers racing for one path without `overwrite` one fails and the other's pair stands;
+    `read_sidecar` checks the hash, so no reader takes one writer's sidecar for another's clip.
     On any error nothing changes at `path`, and no temporary file is left behind.
     """
     # 1. Check inputs, before anything touches the disk
@@ -87,68 +99,155 @@ def write_video(frames: np.ndarray, path: str | os.PathLike, fps: float = 8, met
     fps = _check_fps(fps)
     if metadata is not None and not isinstance(metadata, Mapping):
         raise ValueError(f"metadata must be a dict, got {type(metadata).__name__}")
-    record = _sidecar_text(frames, fps, suffix, metadata)
     path = Path(path)
+    check_video_destination(path, overwrite)
 
     # 2. A PNG folder: build it in a temporary folder, then swap it in
+    needed = estimated_bytes(*frames.shape[:3], suffix)  # for the message if the disk fills up
     if suffix == "":
-        with atomic_dir(path, overwrite=True) as tmp:
+        record = _sidecar_text(frames, fps, suffix, metadata)
+        with atomic_dir(path, overwrite=overwrite, replaceable=is_frame_folder, size_hint=needed) as tmp:
             for index, frame in enumerate(frames):
                 iio.imwrite(tmp / f"frame_{index:04d}.png", frame)
             (tmp / "metadata.json").write_text(record)
         return path
 
-    # 3. A video file: encode beside the destination, check it, write the sidecar, then rename the clip into place
-    with atomic_path(path) as tmp:
-        _encode(frames, tmp, fps, suffix)
-        _check_written(tmp, frames)
+    # 3. A video file: encode beside the destination and check it, write the sidecar with the clip's hash beside its
+    # destination, then publish the clip and, last, its sidecar
+    sidecar = sidecar_path(path)
+    with temporary_path(path) as clip_tmp, temporary_path(sidecar) as sidecar_tmp:
+        with reporting_full_disk(path.parent, needed, lambda: clip_tmp.stat().st_size):  # ffmpeg: "wrote 5 frames"
+            _encode(frames, clip_tmp, fps, suffix)
+            _check_written(clip_tmp, frames)
         if metadata is not None:
-            write_text(sidecar_path(path), record)
+            sidecar_tmp.write_text(_sidecar_text(frames, fps, suffix, metadata, sha256=file_sha256(clip_tmp)))
+        with destination_lock(path):
+            check_video_destination(path, overwrite)
+            if metadata is None:
+                sidecar.unlink(missing_ok=True)  # (overwrite) an older clip's record must not stay beside this one
+            publish_file(clip_tmp, path, overwrite)
+            if metadata is not None:
+                publish_file(sidecar_tmp, sidecar, overwrite)
     return path
 
 
+def estimated_bytes(num_frames: int, height: int, width: int, suffix: str) -> int:
+    """About how many bytes `write_video` writes for such a clip (`suffix` as `_output_suffix` gives it), on the
+    high side: PNG and lossless MKV up to the raw frames, GIF a byte per pixel, H.264 / VP9 a quarter of the raw
+    frames (what they reach on noise at their quality settings), plus the sidecar."""
+    raw = num_frames * height * width * 3
+    return {"": raw, ".mkv": raw, ".gif": raw // 3}.get(suffix, raw // 4) + 64 * 1024
+
+
+def check_video_destination(path: str | os.PathLike, overwrite: bool = False) -> None:
+    """Refuse, before any work, an output of `write_video` that exists (the clip, or a sidecar at its sidecar's
+    path), unless `overwrite`; even then refuse a folder that is not a frame folder (`FileExistsError`)."""
+    path = Path(path)
+    if _output_suffix(path) == "":
+        check_destination(path, overwrite, replaceable=is_frame_folder)
+        return
+    check_destination(path, overwrite)
+    check_destination(sidecar_path(path), overwrite)
+
+
+def is_frame_folder(path: str | os.PathLike) -> bool:
+    """Whether `path` is a folder holding nothing but `frame_NNNN.png` files and `metadata.json` (what `write_video`
+    writes), so that replacing it loses nothing else."""
+    path = Path(path)
+    return path.is_dir() and not path.is_symlink() and all(
+        re.fullmatch(r"frame_\d{4,}\.png|metadata\.json", entry.name) for entry in path.iterdir())
+
+
+def read_sidecar(path: str | os.PathLike, timeout_s: float = 2.0) -> dict:
+    """The record `write_video` wrote with `path`: its sidecar, or a PNG folder's metadata.json.
+
+    A sidecar whose `sha256` is not the clip's belongs to another writer's clip: one caught between publishing its
+    clip and its sidecar is read again until `timeout_s`; after that it is a `VidiffInputError`.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return _read_record(path / "metadata.json")
+    sidecar = sidecar_path(path)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        record = _read_record(sidecar)
+        if "sha256" not in record or record["sha256"] == file_sha256(path):
+            return record
+        if time.monotonic() > deadline:
+            raise VidiffInputError(f"{sidecar} does not describe {path}: its sha256 is another clip's (the clip "
+                                   "was replaced without its sidecar)")
+        time.sleep(0.01)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_record(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise VidiffInputError(f"{path} is not valid JSON ({error.msg})") from None
+    if not isinstance(record, dict):
+        raise VidiffInputError(f"{path} must hold a JSON object")
+    return record
+
+
+def video_suffix(path: str | os.PathLike) -> str:
+    """The format `write_video` writes at `path`: its suffix, or "" for a PNG folder (`VidiffInputError` for a suffix
+    it cannot write)."""
+    return _output_suffix(path)
+
+
 def _output_suffix(path: str | os.PathLike) -> str:
-    """The written format's suffix, or "" for a PNG folder; ValueError for anything else."""
+    """The written format's suffix, or "" for a PNG folder; VidiffInputError for anything else."""
     raw = os.fspath(path)
     suffix = Path(raw).suffix.lower()
     if raw.endswith(("/", os.sep)) or suffix == "":
         return ""
     if suffix not in _FFMPEG:
-        raise ValueError(f"cannot write videos with extension {suffix!r} ({raw}); {SUPPORTED_OUTPUTS}")
+        raise VidiffInputError(f"cannot write videos with extension {suffix!r} ({raw}); {SUPPORTED_OUTPUTS}")
     return suffix
 
 
 def check_frames(frames: np.ndarray, name: str = "frames", min_frames: int = 1) -> None:
     """The one check of the frames vidiff passes around: a numpy uint8 array (f, h, w, 3), f >= min_frames."""
     if not isinstance(frames, np.ndarray):
-        raise ValueError(f"{name} must be a numpy uint8 array shaped (f, h, w, 3), got {type(frames).__name__}")
+        raise VidiffInputError(f"{name} must be a numpy uint8 array shaped (f, h, w, 3), got {type(frames).__name__}")
     got = f"got {frames.dtype} array of shape {frames.shape}"
     if frames.dtype != np.uint8:
-        raise ValueError(f"{name} must be uint8 (0..255), {got}; convert with (x * 255).round().astype(np.uint8)")
+        raise VidiffInputError(f"{name} must be uint8 (0..255), {got}; convert with (x * 255).round().astype(np.uint8)")
     if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"{name} must be shaped (f, h, w, 3) RGB, {got}; repeat a grey channel to 3 first")
+        raise VidiffInputError(f"{name} must be shaped (f, h, w, 3) RGB, {got}; repeat a grey channel to 3 first")
     if 0 in frames.shape[1:] or len(frames) < min_frames:
-        raise ValueError(f"{name} must hold at least {min_frames} frames of at least 1x1 pixels, {got}")
+        raise VidiffInputError(f"{name} must hold at least {min_frames} frames of at least 1x1 pixels, {got}")
 
 
 def _check_frames(frames: np.ndarray, suffix: str) -> None:
     check_frames(frames)
     height, width = frames.shape[1:3]
     if suffix == ".mp4" and (height % 2 or width % 2):
-        raise ValueError(f"H.264 (.mp4) needs an even width and height, got {width}x{height}; "
-                         "crop or resize to an even size, or write a .gif, .webm or PNG folder")
+        raise VidiffInputError(f"H.264 (.mp4) needs an even width and height, got {width}x{height}; "
+                               "crop or resize to an even size, or write a .gif, .webm or PNG folder")
 
 
 def _check_fps(fps: float) -> float:
     if isinstance(fps, bool) or not isinstance(fps, (int, float, np.integer, np.floating)) or not 0 < fps < math.inf:
-        raise ValueError(f"fps must be a positive number, got {fps!r}")
+        raise VidiffInputError(f"fps must be a positive number, got {fps!r}")
     return int(fps) if float(fps).is_integer() else float(fps)
 
 
-def _sidecar_text(frames: np.ndarray, fps: float, suffix: str, metadata: Mapping | None) -> str:
+def _sidecar_text(frames: np.ndarray, fps: float, suffix: str, metadata: Mapping | None,
+                  sha256: str | None = None) -> str:
     """The JSON record: the caller's metadata plus what the file really holds (which wins on a clash)."""
     f, h, w, _ = frames.shape
     record = {**(metadata or {}), "frames": f, "fps": fps, "height": h, "width": w, "format": suffix[1:] or "png"}
+    if sha256 is not None:
+        record["sha256"] = sha256
     return json.dumps(record, indent=2, default=str) + "\n"
 
 
@@ -310,11 +409,11 @@ def _pick_decord(path: Path, backend: str, open_gop: bool | None = None):
     refusal = _DECORD_REFUSED.get(path.suffix.lower())
     if refusal is not None:
         if backend == "decord":
-            raise ValueError(f"{refusal} ({path}); use backend='pyav' or 'auto'")
+            raise VidiffInputError(f"{refusal} ({path}); use backend='pyav' or 'auto'")
         return None
     decord = _import_decord()
     if decord is None and backend == "decord":
-        raise ValueError("backend='decord' needs the decord package; install it or use backend='pyav'")
+        raise VidiffInputError("backend='decord' needs the decord package; install it or use backend='pyav'")
     if decord is not None and backend == "auto" and (_scan(path)[1] if open_gop is None else open_gop):
         return None
     return decord

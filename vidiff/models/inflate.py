@@ -8,6 +8,7 @@ from typing import Any
 from diffusers import UNet2DConditionModel
 from torch import nn
 
+from vidiff.errors import VidiffInputError
 from vidiff.models.temporal import temporal_named_parameters
 from vidiff.models.video_unet import TEMPORAL_OPTIONS, VideoUNet, read_temporal_weights
 
@@ -23,10 +24,11 @@ def inflate_unet(
     """
     unknown = sorted(set(options) - set(TEMPORAL_OPTIONS))
     if unknown:
-        raise ValueError(f"unknown inflation options {unknown}; known: {', '.join(TEMPORAL_OPTIONS)}")
+        raise VidiffInputError(f"unknown inflation options {unknown}; known: {', '.join(TEMPORAL_OPTIONS)}")
     if temporal_weights is not None:
         recorded, _ = read_temporal_weights(temporal_weights)
         options = {**{k: recorded[k] for k in TEMPORAL_OPTIONS if k in recorded}, **options}
+    check_temporal_options(options, unet2d.config.block_out_channels)
 
     spatial_config = {k: v for k, v in unet2d.config.items() if not k.startswith("_")}  # drops _name_or_path
     video = VideoUNet(spatial_config=spatial_config, **options)
@@ -37,6 +39,20 @@ def inflate_unet(
     if temporal_weights is not None:
         video.load_temporal_weights(temporal_weights)
     return video
+
+
+def check_temporal_options(options: dict[str, Any], widths: list[int] | tuple[int, ...]) -> None:
+    """Refuse temporal settings that would build an unusable model: counts below 1, or heads and norm groups that
+    do not divide every block width."""
+    for key in ("max_frames", "temporal_conv_kernel_size", "temporal_num_attention_heads", "temporal_num_layers",
+                "temporal_norm_num_groups"):
+        value = options.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise VidiffInputError(f"{key}={value!r} must be a whole number of at least 1")
+    for key in ("temporal_num_attention_heads", "temporal_norm_num_groups"):
+        value = options.get(key)
+        if value is not None and any(width % value for width in widths):
+            raise VidiffInputError(f"{key}={value} must divide every block width of this U-Net {list(widths)}")
 
 
 def _assert_only_temporal_new(video: VideoUNet, unet2d: UNet2DConditionModel) -> None:

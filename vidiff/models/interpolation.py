@@ -13,6 +13,7 @@ import torch
 from einops import repeat
 from torch import nn
 
+from vidiff.errors import VidiffInputError
 from vidiff.models.video_unet import VideoUNet
 
 
@@ -24,8 +25,8 @@ def widen_conv_in(video_unet: VideoUNet, latent_channels: int | None = None) -> 
     old = video_unet.unet.conv_in
     channels = latent_channels or old.in_channels
     if old.in_channels != channels:
-        raise ValueError(f"conv_in takes {old.in_channels} channels, not the {channels} latent channels given; "
-                         "widen a base (not yet widened) model")
+        raise VidiffInputError(f"conv_in takes {old.in_channels} channels, not the {channels} latent channels given; "
+                               "widen a base (not yet widened) model")
     config = dict(video_unet.config)
     config["spatial_config"] = {**config["spatial_config"], "in_channels": 2 * channels + 1}
     widened = VideoUNet.from_config({k: v for k, v in config.items() if not k.startswith("_")})

@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file
 
 from vidiff.atomic import atomic_dir
+from vidiff.errors import VidiffInputError
 from vidiff.models.inflate import inflate_unet
 from vidiff.models.temporal import TemporalAttention, TemporalConv
 from vidiff.models.video_unet import VideoUNet
@@ -57,18 +58,18 @@ def load_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         return load_file(path)
     if path.suffix not in PICKLE_SUFFIXES:
-        raise ValueError(f"{path}: unknown weights format {path.suffix!r}; use .safetensors or .ckpt/.pt/.bin")
+        raise VidiffInputError(f"{path}: unknown weights format {path.suffix!r}; use .safetensors or .ckpt/.pt/.bin")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         reason = str(error).splitlines()[0][:160]
-        raise ValueError(f"refused to load {path}: it holds more than tensors, and only weights are loaded "
-                         f"(weights_only=True): {reason}") from None
+        raise VidiffInputError(f"refused to load {path}: it holds more than tensors, and only weights are loaded "
+                               f"(weights_only=True): {reason}") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if isinstance(state, dict):  # AnimateDiff's v3 files carry a dummy entry its loaders drop (see ANIMATEDIFF_DUMMY)
         state = {k: v for k, v in state.items() if k != ANIMATEDIFF_DUMMY}
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} does not hold a state dict of tensors")
+        raise VidiffInputError(f"{path} does not hold a state dict of tensors")
     return state
 
 
@@ -88,7 +89,8 @@ def read_motion_modules(path: str | os.PathLike) -> tuple[dict[str, Any], dict[s
         options = options_from_tensors(state)
     state = {k: v for k, v in state.items() if not k.endswith(".pe")}
     if "conv_in.weight" in state:
-        raise ValueError(f"{path} carries its own conv_in (a SparseCtrl-style adapter), which vidiff does not load")
+        raise VidiffInputError(f"{path} carries its own conv_in (a SparseCtrl-style adapter), which vidiff does not "
+                               "load")
     return options, state
 
 
@@ -106,7 +108,7 @@ def options_from_adapter_config(config: dict[str, Any]) -> dict[str, Any]:
     """Map a diffusers `MotionAdapter` config onto `VideoUNet` temporal options."""
     layers, heads = config.get("motion_transformer_layers_per_block", 1), config.get("motion_num_attention_heads", 8)
     if not isinstance(layers, int) or not isinstance(heads, int):
-        raise ValueError("per-block lists for motion layers or heads are not supported; vidiff uses one value")
+        raise VidiffInputError("per-block lists for motion layers or heads are not supported; vidiff uses one value")
     return {
         "max_frames": config.get("motion_max_seq_length", 32),
         "temporal_num_attention_heads": heads,
@@ -122,7 +124,7 @@ def options_from_tensors(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     pe = next((v for k, v in state.items() if k.endswith("pos_embed.pe")), None)
     blocks = sorted({int(m.group(1)) for k in state if (m := re.match(r"down_blocks\.(\d+)\.motion_modules", k))})
     if not blocks:
-        raise ValueError("no down_blocks.N.motion_modules keys: this is not an AnimateDiff motion module file")
+        raise VidiffInputError("no down_blocks.N.motion_modules keys: this is not an AnimateDiff motion module file")
     widths = [state[f"down_blocks.{i}.motion_modules.0.proj_in.weight"].shape[1] for i in blocks]
     per_block = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"down_blocks\.0\.motion_modules\.(\d+)", k)))
     num_layers = 1 + max(int(m.group(1)) for k in state if (m := re.search(r"transformer_blocks\.(\d+)\.", k)))
@@ -141,8 +143,8 @@ def check_layout(video: VideoUNet, layout: tuple[list[int], int], source: str) -
     unet_widths = list(video.unet.config.block_out_channels)
     unet_layers = video.unet.config.layers_per_block
     if list(widths) != unet_widths or per_block != unet_layers:
-        raise ValueError(f"{source} was made for block widths {list(widths)} with {per_block} layers per block, "
-                         f"but the U-Net has widths {unet_widths} with {unet_layers} layers per block")
+        raise VidiffInputError(f"{source} was made for block widths {list(widths)} with {per_block} layers per block, "
+                               f"but the U-Net has widths {unet_widths} with {unet_layers} layers per block")
 
 
 def load_motion_modules(video: VideoUNet, state: dict[str, torch.Tensor], source: str = "motion modules") -> None:
@@ -150,12 +152,13 @@ def load_motion_modules(video: VideoUNet, state: dict[str, torch.Tensor], source
     params = motion_module_parameters(video)
     missing, unexpected = sorted(params.keys() - state.keys()), sorted(state.keys() - params.keys())
     if missing or unexpected:
-        raise ValueError(f"{source} does not fit this U-Net: {len(missing)} missing (e.g. {missing[:3]}), "
-                         f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+        raise VidiffInputError(f"{source} does not fit this U-Net: {len(missing)} missing (e.g. {missing[:3]}), "
+                               f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
     with torch.no_grad():
         for name, param in params.items():
             if state[name].shape != param.shape:
-                raise ValueError(f"{source}: {name} has shape {tuple(state[name].shape)}, the U-Net needs {tuple(param.shape)}")
+                raise VidiffInputError(f"{source}: {name} has shape {tuple(state[name].shape)}, the U-Net needs "
+                                       f"{tuple(param.shape)}")
             param.copy_(state[name])
 
 
@@ -186,13 +189,13 @@ def export_motion_adapter(video: VideoUNet, folder: str | os.PathLike, overwrite
 
     config = video.config
     if not config.temporal_attention:
-        raise ValueError("this model has no temporal attention to export")
+        raise VidiffInputError("this model has no temporal attention to export")
     trained_convs = trained_temporal_convs(video)
     if trained_convs and include_temporal_conv:
-        raise ValueError(f"this model has {len(trained_convs)} trained temporal convolutions (e.g. "
-                         f"{trained_convs[0]}), which a MotionAdapter cannot hold: AnimateDiffPipeline would run "
-                         "without them and make other clips; pass include_temporal_conv=False to export without them "
-                         "knowingly, or share the whole model or its save_temporal_weights file")
+        raise VidiffInputError(f"this model has {len(trained_convs)} trained temporal convolutions (e.g. "
+                               f"{trained_convs[0]}), which a MotionAdapter cannot hold: AnimateDiffPipeline would "
+                               "run without them and make other clips; pass include_temporal_conv=False to export "
+                               "without them knowingly, or share the whole model or its save_temporal_weights file")
     if trained_convs:
         logger.warning("exporting without %d trained temporal convolutions (include_temporal_conv=False): "
                        "AnimateDiffPipeline runs the motion modules alone", len(trained_convs))
@@ -209,8 +212,8 @@ def export_motion_adapter(video: VideoUNet, folder: str | os.PathLike, overwrite
     ours = {name: p.detach() for name, p in motion_module_parameters(video).items()}
     theirs = {k for k in adapter.state_dict() if not k.endswith(".pe")}
     if theirs != ours.keys():
-        raise ValueError(f"cannot express this model as a MotionAdapter: keys differ, e.g. "
-                         f"{sorted(theirs ^ ours.keys())[:3]}")
+        raise VidiffInputError(f"cannot express this model as a MotionAdapter: keys differ, e.g. "
+                               f"{sorted(theirs ^ ours.keys())[:3]}")
     adapter.load_state_dict({**adapter.state_dict(), **ours}, strict=True)
     with atomic_dir(folder, overwrite=overwrite) as tmp:
         adapter.save_pretrained(tmp)

@@ -29,23 +29,18 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.attention import AttentionMixin
 from diffusers.models.modeling_utils import ModelMixin
-from diffusers.models.unets.unet_2d_blocks import (
-    CrossAttnDownBlock2D,
-    CrossAttnUpBlock2D,
-    DownBlock2D,
-    UNetMidBlock2DCrossAttn,
-    UpBlock2D,
-)
+from diffusers.models.unets.unet_2d_blocks import (CrossAttnDownBlock2D, CrossAttnUpBlock2D, DownBlock2D,
+                                                   UNetMidBlock2DCrossAttn, UpBlock2D)
 from diffusers.utils import BaseOutput
 from einops import rearrange
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from vidiff.atomic import atomic_path
+from vidiff.errors import VidiffInputError
 from vidiff.models.attention import SharedTextAttnProcessor, cross_attentions
 from vidiff.models.temporal import TemporalAttention, TemporalConv, temporal_named_parameters
+from vidiff.weights import read_weights, save_safetensors
 
 SUPPORTED_BLOCKS = (DownBlock2D, CrossAttnDownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D, CrossAttnUpBlock2D)
 
@@ -238,7 +233,7 @@ class VideoUNet(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterMixin):
     def check_num_frames(self, num_frames: int) -> None:
         """Raise a `ValueError` naming both numbers if the clip length is out of range."""
         if not 1 <= num_frames <= self.config.max_frames:
-            raise ValueError(
+            raise VidiffInputError(
                 f"num_frames={num_frames} is outside 1..{self.config.max_frames}, the range this model was built "
                 f"for (max_frames={self.config.max_frames}); use fewer frames or a model with a larger max_frames"
             )
@@ -260,12 +255,11 @@ class VideoUNet(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterMixin):
         return {name: param.detach() for name, param in temporal_named_parameters(self)}
 
     def save_temporal_weights(self, path: str | os.PathLike) -> Path:
-        """Write the temporal parameters alone as one safetensors file, with the settings that built them."""
+        """Write the temporal parameters alone as one safetensors file, with the settings that built them. Equal
+        weights give equal bytes (sorted header), so a checksum confirms a reproduction."""
         tensors = {k: v.contiguous().cpu() for k, v in self.temporal_state_dict().items()}
         metadata = {"format": TEMPORAL_WEIGHTS_FORMAT, "config": json.dumps(self.temporal_config())}
-        with atomic_path(path) as tmp:
-            save_file(tensors, tmp, metadata=metadata)
-        return Path(path)
+        return save_safetensors(tensors, path, metadata)
 
     def load_temporal_weights(self, path: str | os.PathLike) -> None:
         """Load a file written by `save_temporal_weights`; every key must match, in name and shape."""
@@ -275,15 +269,17 @@ class VideoUNet(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterMixin):
         }
         if differences:
             detail = ", ".join(f"{k}: model {mine!r} vs file {theirs!r}" for k, (mine, theirs) in differences.items())
-            raise ValueError(f"{path} was made for other temporal settings: {detail}")
+            raise VidiffInputError(f"{path} was made for other temporal settings: {detail}")
         params = dict(temporal_named_parameters(self))
         missing, unexpected = sorted(params.keys() - tensors.keys()), sorted(tensors.keys() - params.keys())
         if missing or unexpected:
-            raise ValueError(f"{path} does not fit this model: missing {missing[:4]}, unexpected {unexpected[:4]}")
+            raise VidiffInputError(f"{path} does not fit this model: missing {missing[:4]}, unexpected "
+                                   f"{unexpected[:4]}")
         with torch.no_grad():
             for name, param in params.items():
                 if tensors[name].shape != param.shape:
-                    raise ValueError(f"{path}: {name} has shape {tuple(tensors[name].shape)}, model has {param.shape}")
+                    raise VidiffInputError(f"{path}: {name} has shape {tuple(tensors[name].shape)}, model has "
+                                           f"{param.shape}")
                 param.copy_(tensors[name])
 
     # ---------------------------------------------------------------------------------------- attention kernels
@@ -297,13 +293,13 @@ class VideoUNet(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterMixin):
             kernel = "xformers" if self.device.type == "cuda" and _xformers_available() else "sdpa"
         if kernel == "xformers":
             if self.device.type != "cuda" or not _xformers_available():
-                raise ValueError("attention kernel 'xformers' needs the xformers package and a CUDA device")
+                raise VidiffInputError("attention kernel 'xformers' needs the xformers package and a CUDA device")
             self.enable_xformers_memory_efficient_attention()
         elif kernel == "sdpa":
             self.disable_xformers_memory_efficient_attention()
             self._use_shared_text()
         else:
-            raise ValueError(f"unknown attention kernel {kernel!r}; choose 'auto', 'sdpa' or 'xformers'")
+            raise VidiffInputError(f"unknown attention kernel {kernel!r}; choose 'auto', 'sdpa' or 'xformers'")
         return kernel
 
 
@@ -332,10 +328,10 @@ def _check_supported(unet: UNet2DConditionModel) -> None:
     for block in blocks:
         if type(block) not in SUPPORTED_BLOCKS:
             names = ", ".join(b.__name__ for b in SUPPORTED_BLOCKS)
-            raise ValueError(f"cannot inflate a U-Net with {type(block).__name__}; supported blocks: {names}")
+            raise VidiffInputError(f"cannot inflate a U-Net with {type(block).__name__}; supported blocks: {names}")
     for key in ("addition_embed_type", "encoder_hid_dim_type"):
         if unet.config.get(key) is not None:
-            raise ValueError(f"cannot inflate a U-Net with {key}={unet.config[key]!r} (SDXL-style conditioning)")
+            raise VidiffInputError(f"cannot inflate a U-Net with {key}={unet.config[key]!r} (SDXL-style conditioning)")
 
 
 def _xformers_available() -> bool:
@@ -351,9 +347,12 @@ def read_temporal_weights(path: str | os.PathLike) -> tuple[dict[str, Any], dict
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"temporal weights file not found: {path}")
-    with safe_open(path, framework="pt") as f:
-        metadata = f.metadata() or {}
-        if metadata.get("format") != TEMPORAL_WEIGHTS_FORMAT:
-            raise ValueError(f"{path} is not a vidiff temporal weights file (format {metadata.get('format')!r})")
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    metadata, tensors = read_weights(path, _read_safetensors)
+    if metadata.get("format") != TEMPORAL_WEIGHTS_FORMAT:
+        raise VidiffInputError(f"{path} is not a vidiff temporal weights file (format {metadata.get('format')!r})")
     return json.loads(metadata["config"]), tensors
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    with safe_open(path, framework="pt") as f:
+        return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}

@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vidiff.errors import VidiffInputError
 from vidiff.model_folder import (DEFAULT_GUIDANCE, MODEL_INDEX, component_class, component_config, read_index,
-                                  read_json, recommended_guidance, vae_scale_factor)
+                                 read_json, recommended_guidance, vae_scale_factor)
 
 CASCADE_FILE = "cascade.json"
 STAGE_SETTING = {"interpolation": "factor", "upscale": "scale"}  # each stage's one number, and its name
@@ -50,15 +51,15 @@ def read_cascade(folder: str | os.PathLike) -> dict[str, Stage]:
         stages = {}
         for name, entry in entries.items():
             if name not in STAGE_SETTING:
-                raise ValueError(f"unknown stage {name!r}")
+                raise VidiffInputError(f"unknown stage {name!r}")
             stages[name] = Stage(name, folder / entry["path"], int(entry[STAGE_SETTING[name]]),
                                  dict(entry.get("sampling", {})))
     except (AttributeError, KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{path} is not a valid cascade file ({error}); expected e.g. "
-                         '{"interpolation": {"path": "interpolation", "factor": 4}}') from None
+        raise VidiffInputError(f"{path} is not a valid cascade file ({error}); expected e.g. "
+                               '{"interpolation": {"path": "interpolation", "factor": 4}}') from None
     for stage in stages.values():
         if not (stage.path / "unet" / "config.json").is_file():
-            raise ValueError(f"{path} names stage folder {stage.path}, which has no unet/config.json")
+            raise VidiffInputError(f"{path} names stage folder {stage.path}, which has no unet/config.json")
     return stages
 
 
@@ -67,20 +68,22 @@ def load_stage(model: Path, stage: Stage, pipeline_class, device: torch.device, 
     model's: the modules of `base_pipe` when one is loaded (shared, not copied), else read from `model` (the base
     U-Net is never loaded). Schedulers are never shared: they keep state between calls."""
     from vidiff.models.video_unet import VideoUNet
+    from vidiff.weights import loading
 
     shared = dict(base_pipe.components) if base_pipe is not None else {}
-    components = {"unet": VideoUNet.from_pretrained(stage.path / "unet", torch_dtype=dtype)}
-    for name in ("vae", "text_encoder", "tokenizer", "scheduler"):
-        own = (stage.path / name).is_dir()
-        if not own and name in shared:
-            components[name] = (shared[name] if name != "scheduler"
-                                else type(shared[name]).from_config(shared[name].config))
-            continue
-        kwargs = {"torch_dtype": dtype} if name in ("vae", "text_encoder") else {}
-        # a component of the stage's own may be of another class than the base's (an upscaler's pixel codec)
-        index_dir = stage.path if own and (stage.path / MODEL_INDEX).is_file() else model
-        components[name] = component_class(index_dir, name).from_pretrained((stage.path if own else model) / name,
-                                                                            **kwargs)
+    with loading(stage.path, model):  # a weights file that will not load: one line naming it
+        components = {"unet": VideoUNet.from_pretrained(stage.path / "unet", torch_dtype=dtype)}
+        for name in ("vae", "text_encoder", "tokenizer", "scheduler"):
+            own = (stage.path / name).is_dir()
+            if not own and name in shared:
+                components[name] = (shared[name] if name != "scheduler"
+                                    else type(shared[name]).from_config(shared[name].config))
+                continue
+            kwargs = {"torch_dtype": dtype} if name in ("vae", "text_encoder") else {}
+            # a component of the stage's own may be of another class than the base's (an upscaler's pixel codec)
+            index_dir = stage.path if own and (stage.path / MODEL_INDEX).is_file() else model
+            components[name] = component_class(index_dir, name).from_pretrained((stage.path if own else model) / name,
+                                                                                **kwargs)
     if "low_res_scheduler" in inspect.signature(pipeline_class.__init__).parameters:
         from diffusers import DDPMScheduler
 
@@ -103,9 +106,9 @@ def interpolation_stage(model: str | os.PathLike) -> Stage:
     latent = read_json(vae, default={}).get("latent_channels", 4)
     in_channels = unet.get("spatial_config", {}).get("in_channels")
     if in_channels != 2 * latent + 1:
-        raise ValueError(f"{model} has no interpolation stage: no cascade.json names one, and its own U-Net reads "
-                         f"{in_channels} channels, not {2 * latent + 1}; train one with `vidiff train ... "
-                         "task=interpolate`")
+        raise VidiffInputError(f"{model} has no interpolation stage: no cascade.json names one, and its own U-Net "
+                               f"reads {in_channels} channels, not {2 * latent + 1}; train one with `vidiff train "
+                               "... task=interpolate`")
     return stage
 
 
@@ -143,9 +146,9 @@ def upscale_stage(model: str | os.PathLike) -> Stage:
     try:
         lowres_fold(unet.get("spatial_config", {}).get("in_channels", 0), latent)
     except ValueError:
-        raise ValueError(f"{model} has no upscale stage: no cascade.json names one, and its own U-Net is not an "
-                         "upscaler; inflate a Stable Diffusion x4 upscaler folder with `vidiff inflate`, or train "
-                         "one with `vidiff train ... task=upscale`") from None
+        raise VidiffInputError(f"{model} has no upscale stage: no cascade.json names one, and its own U-Net is not "
+                               "an upscaler; inflate a Stable Diffusion x4 upscaler folder with `vidiff inflate`, or "
+                               "train one with `vidiff train ... task=upscale`") from None
     return stage
 
 
@@ -255,11 +258,12 @@ class VideoCascadePipeline:
             if value is None:
                 value = stage.default if stage is not None and getattr(self, name) is not None else 1
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} {STAGE_SETTING[name]} {value!r} must be an integer of at least 1 (1: off)")
+                raise VidiffInputError(f"{name} {STAGE_SETTING[name]} {value!r} must be an integer of at least 1 (1: "
+                                       "off)")
             if value == 1:
                 continue
             if getattr(self, name) is None:
-                raise ValueError(f"this cascade has no {name} stage loaded; pass {STAGE_SETTING[name]} 1")
+                raise VidiffInputError(f"this cascade has no {name} stage loaded; pass {STAGE_SETTING[name]} 1")
             sampling = dict(stage.sampling) if stage is not None else {}
             if steps is not None:
                 sampling["steps"] = steps
@@ -295,14 +299,15 @@ class VideoCascadePipeline:
         clip is reproduced by its seed alone, as `vidiff generate --seed` records it."""
         # 1. Check inputs
         if output_type not in ("np", "pt"):
-            raise ValueError(f"output_type {output_type!r}: a cascade returns 'np' (uint8) or 'pt' frames")
+            raise VidiffInputError(f"output_type {output_type!r}: a cascade returns 'np' (uint8) or 'pt' frames")
         stages = self.stage_settings(interpolate, upscale, interpolate_steps, upscale_steps)
         if "interpolation" in stages and num_frames < 2:
-            raise ValueError("interpolation needs at least 2 frames per clip; raise num_frames or pass interpolate=1")
+            raise VidiffInputError("interpolation needs at least 2 frames per clip; raise num_frames or pass "
+                                   "interpolate=1")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         generators = generator if isinstance(generator, list) else [generator] * len(prompts)
         if len(generators) != len(prompts):
-            raise ValueError(f"{len(generators)} generators for {len(prompts)} prompts; give one per prompt")
+            raise VidiffInputError(f"{len(generators)} generators for {len(prompts)} prompts; give one per prompt")
         generators = [g if g is not None else torch.Generator().manual_seed(int(torch.seed() % 2**31))
                       for g in generators]
         seeds = [g.initial_seed() for g in generators]
@@ -356,11 +361,12 @@ def _stage_sampling(name: str, sampling: dict) -> dict:
     """A stage's cascade.json sampling settings as the keyword arguments of its function, checked."""
     steps = sampling.get("steps", 10 if name == "interpolation" else 25)
     if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"{name} steps {steps!r} must be an integer of at least 1")
+        raise VidiffInputError(f"{name} steps {steps!r} must be an integer of at least 1")
     if name == "interpolation":
         init, strength = sampling.get("init", "noise"), sampling.get("strength", 1.0)
         if init not in ("noise", "blend", "nearest") or not 0 < strength <= 1:
-            raise ValueError(f"init {init!r} must be noise, blend or nearest, and strength {strength} within (0, 1]")
+            raise VidiffInputError(f"init {init!r} must be noise, blend or nearest, and strength {strength} within (0, "
+                                   "1]")
         return {"num_inference_steps": steps, "init": init, "strength": strength}
     from vidiff.pipelines.upscale import DEFAULT_NOISE_LEVEL
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from vidiff.errors import VidiffInputError
 from vidiff.io.video import check_frames
 from vidiff.models.interpolation import interpolation_mask, masked_condition
 from vidiff.pipelines.text_to_video import TextToVideoPipeline, to_uint8
@@ -21,18 +22,19 @@ def window_spans(num_keyframes: int, factor: int, max_frames: int) -> list[tuple
     consecutive spans share their boundary keyframe."""
     gaps = (max_frames - 1) // factor
     if gaps < 1:
-        raise ValueError(f"factor {factor} needs windows of {factor + 1} frames but the model takes at most "
-                         f"{max_frames}; use a factor of at most {max_frames - 1}")
+        raise VidiffInputError(f"factor {factor} needs windows of {factor + 1} frames but the model takes at most "
+                               f"{max_frames}; use a factor of at most {max_frames - 1}")
     return [(first, min(first + gaps, num_keyframes - 1)) for first in range(0, num_keyframes - 1, gaps)]
 
 
 def check_interpolation_inputs(frames: np.ndarray, factor: int, vae_scale: int = 8) -> None:
     check_frames(frames, min_frames=2)
     if not isinstance(factor, int) or factor < 2:
-        raise ValueError(f"factor {factor!r} must be an integer of at least 2 (frames out = (N - 1) * factor + 1)")
+        raise VidiffInputError(f"factor {factor!r} must be an integer of at least 2 (frames out = (N - 1) * factor + "
+                               "1)")
     if frames.shape[1] % vae_scale or frames.shape[2] % vae_scale:
-        raise ValueError(f"frame size {frames.shape[2]}x{frames.shape[1]} must be a multiple of {vae_scale} for "
-                         "this model's VAE; resize or crop the video first")
+        raise VidiffInputError(f"frame size {frames.shape[2]}x{frames.shape[1]} must be a multiple of {vae_scale} for "
+                               "this model's VAE; resize or crop the video first")
 
 
 @torch.no_grad()
@@ -56,7 +58,7 @@ def interpolate(
     # 1. Check inputs
     check_interpolation_inputs(frames, factor, pipe.vae_scale_factor)
     if init not in ("noise", "blend", "nearest") or not 0 < strength <= 1:
-        raise ValueError(f"init={init!r} must be noise, blend or nearest, and strength={strength} within (0, 1]")
+        raise VidiffInputError(f"init={init!r} must be noise, blend or nearest, and strength={strength} within (0, 1]")
     max_window = max_window or pipe.unet.config.max_frames
     spans = window_spans(len(frames), factor, max_window)
     device = pipe._execution_device

@@ -19,13 +19,8 @@ from typing import Any
 import torch
 from diffusers.loaders import StableDiffusionLoraLoaderMixin
 
-from vidiff.models.lora import (
-    fit_text_encoder_lora,
-    fit_unet_lora,
-    from_animatediff,
-    is_animatediff_motion_lora,
-    read_lora_file,
-)
+from vidiff.models.lora import (fit_text_encoder_lora, fit_unet_lora, from_animatediff, is_animatediff_motion_lora,
+                                 read_lora_file)
 
 
 class VideoLoraLoaderMixin(StableDiffusionLoraLoaderMixin):

@@ -21,10 +21,12 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from einops import rearrange
 
+from vidiff.errors import VidiffInputError
 from vidiff.model_folder import COMPONENTS, check_model_folder, component_class, component_config, vae_scale_factor
 from vidiff.models.inflate import inflate_unet
 from vidiff.models.video_unet import VideoUNet
 from vidiff.pipelines.lora import VideoLoraLoaderMixin
+from vidiff.weights import loading
 
 SCHEDULERS = {
     "ddim": (DDIMScheduler, {}),
@@ -80,25 +82,26 @@ class TextToVideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
         """
         folder = Path(folder)
         check_model_folder(folder, (*COMPONENTS, "unet"))
-        unet_config = component_config(folder, "unet")
-        dtype = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
-        if unet_config.get("_class_name") == "VideoUNet":
-            unet = VideoUNet.from_pretrained(folder / "unet", **dtype)
-        elif inflate_image_model and unet_config.get("_class_name") == "UNet2DConditionModel":
-            unet = inflate_unet(UNet2DConditionModel.from_pretrained(folder / "unet", **dtype))
-        else:
-            raise ValueError(f"{folder / 'unet'} holds a {unet_config.get('_class_name')}, not a VideoUNet; "
-                             "make a video model with `vidiff inflate`")
-        components = {"unet": unet}
-        for name in COMPONENTS:
-            kwargs = dtype if name in ("vae", "text_encoder") else {}
-            components[name] = component_class(folder, name).from_pretrained(folder / name, **kwargs)
+        with loading(folder):  # a weights file that will not load: one line naming it
+            unet_config = component_config(folder, "unet")
+            dtype = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
+            if unet_config.get("_class_name") == "VideoUNet":
+                unet = VideoUNet.from_pretrained(folder / "unet", **dtype)
+            elif inflate_image_model and unet_config.get("_class_name") == "UNet2DConditionModel":
+                unet = inflate_unet(UNet2DConditionModel.from_pretrained(folder / "unet", **dtype))
+            else:
+                raise VidiffInputError(f"{folder / 'unet'} holds a {unet_config.get('_class_name')}, not a VideoUNet; "
+                                       "make a video model with `vidiff inflate`")
+            components = {"unet": unet}
+            for name in COMPONENTS:
+                kwargs = dtype if name in ("vae", "text_encoder") else {}
+                components[name] = component_class(folder, name).from_pretrained(folder / name, **kwargs)
         return cls(**components)
 
     def set_scheduler(self, name: str) -> None:
         """Swap the scheduler for 'ddim', 'dpm++' or 'euler', keeping the model's noise schedule."""
         if name not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+            raise VidiffInputError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
         cls, options = SCHEDULERS[name]
         self.scheduler = cls.from_config(self.scheduler.config, **options)
 
@@ -129,11 +132,12 @@ class TextToVideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
         self.unet.check_num_frames(num_frames)
         for name, value in (("height", height), ("width", width)):
             if value <= 0 or value % self.vae_scale_factor:
-                raise ValueError(f"{name}={value} must be a positive multiple of {self.vae_scale_factor} for this VAE")
+                raise VidiffInputError(f"{name}={value} must be a positive multiple of {self.vae_scale_factor} for "
+                                       "this VAE")
         if steps < 1:
-            raise ValueError(f"num_inference_steps={steps} must be at least 1")
+            raise VidiffInputError(f"num_inference_steps={steps} must be at least 1")
         if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"unknown output_type {output_type!r}; choose one of {', '.join(OUTPUT_TYPES)}")
+            raise VidiffInputError(f"unknown output_type {output_type!r}; choose one of {', '.join(OUTPUT_TYPES)}")
 
     @torch.no_grad()
     def __call__(
@@ -227,7 +231,8 @@ class TextToVideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
             negatives = ([negative_prompt or ""] * len(prompts) if not isinstance(negative_prompt, list)
                          else negative_prompt)
             if len(negatives) != len(prompts):
-                raise ValueError(f"{len(negatives)} negative prompts for {len(prompts)} prompts; give one per prompt")
+                raise VidiffInputError(f"{len(negatives)} negative prompts for {len(prompts)} prompts; give one per "
+                                       "prompt")
         return self.encode_prompt(prompts, negatives, device).repeat_interleave(per_prompt, dim=0)
 
     def prepare_latents(self, shape: tuple[int, ...], generator, device, latents: torch.Tensor | None):
@@ -235,7 +240,7 @@ class TextToVideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
         elif tuple(latents.shape) != shape:
-            raise ValueError(f"latents have shape {tuple(latents.shape)}, expected {shape}")
+            raise VidiffInputError(f"latents have shape {tuple(latents.shape)}, expected {shape}")
         return latents.to(device=device, dtype=self.unet.dtype) * self.scheduler.init_noise_sigma
 
     def prepare_condition(self, condition, shape, replace_known: bool, guided: bool, generator, device):
@@ -300,6 +305,7 @@ def check_tokenizer(tokenizer, text_encoder) -> None:
     """Catch a tokenizer loaded from a missing or broken folder: transformers may return one with 2 tokens."""
     size = len(tokenizer)
     if size <= 2:
-        raise ValueError(f"the tokenizer has only {size} tokens; its folder is missing or broken")
+        raise VidiffInputError(f"the tokenizer has only {size} tokens; its folder is missing or broken")
     if size > text_encoder.config.vocab_size:
-        raise ValueError(f"the tokenizer has {size} tokens but the text encoder only {text_encoder.config.vocab_size}")
+        raise VidiffInputError(f"the tokenizer has {size} tokens but the text encoder only "
+                               f"{text_encoder.config.vocab_size}")

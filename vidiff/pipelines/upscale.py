@@ -28,6 +28,7 @@ from diffusers import DDPMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from einops import rearrange
 
+from vidiff.errors import VidiffInputError
 from vidiff.io.video import check_frames
 from vidiff.model_folder import read_index
 from vidiff.pipelines.text_to_video import TextToVideoOutput, TextToVideoPipeline, to_uint8
@@ -46,8 +47,8 @@ def lowres_fold(unet_in_channels: int, latent_channels: int) -> int:
     extra = unet_in_channels - latent_channels
     r = math.isqrt(max(extra // 3, 0))
     if extra <= 0 or 3 * r * r != extra:
-        raise ValueError(f"a U-Net reading {unet_in_channels} channels is not an upscaler for {latent_channels} "
-                         f"latent channels: it must read {latent_channels} + 3 * r^2 (7 for r = 1, 52 for r = 4)")
+        raise VidiffInputError(f"a U-Net reading {unet_in_channels} channels is not an upscaler for {latent_channels} "
+                               f"latent channels: it must read {latent_channels} + 3 * r^2 (7 for r = 1, 52 for r = 4)")
     return r
 
 
@@ -73,7 +74,7 @@ def window_starts(num_frames: int, window: int, overlap: int) -> list[int]:
     if num_frames <= window:
         return [0]
     if not 0 <= overlap < window:
-        raise ValueError(f"overlap {overlap} must be within 0..{window - 1} for windows of {window} frames")
+        raise VidiffInputError(f"overlap {overlap} must be within 0..{window - 1} for windows of {window} frames")
     count = math.ceil((num_frames - overlap) / (window - overlap))
     return [round(i * (num_frames - window) / (count - 1)) for i in range(count)]
 
@@ -96,7 +97,8 @@ class UpscalePipeline(TextToVideoPipeline):
         self.register_to_config(max_noise_level=max_noise_level, residual=residual)
         self.fold = lowres_fold(unet.unet.config.in_channels, vae.config.latent_channels)
         if self.vae_scale_factor % self.fold:
-            raise ValueError(f"the VAE downsamples {self.vae_scale_factor}x, which r = {self.fold} does not divide")
+            raise VidiffInputError(f"the VAE downsamples {self.vae_scale_factor}x, which r = {self.fold} does not "
+                                   "divide")
         self.scale = self.vae_scale_factor // self.fold
 
     @classmethod
@@ -143,9 +145,9 @@ class UpscalePipeline(TextToVideoPipeline):
         self.check_inputs(min(num_frames, window), height * self.scale, width * self.scale, num_inference_steps,
                           output_type)
         if height % self.fold or width % self.fold:
-            raise ValueError(f"frame size {width}x{height} must be a multiple of {self.fold} for this upscaler")
+            raise VidiffInputError(f"frame size {width}x{height} must be a multiple of {self.fold} for this upscaler")
         if not 0 <= noise_level <= self.config.max_noise_level:
-            raise ValueError(f"noise_level={noise_level} must be within 0..{self.config.max_noise_level}")
+            raise VidiffInputError(f"noise_level={noise_level} must be within 0..{self.config.max_noise_level}")
         device = self._execution_device
         guided = guidance_scale > 1.0
 
@@ -199,7 +201,7 @@ class UpscalePipeline(TextToVideoPipeline):
             check_frames(frames)
             return rearrange(torch.from_numpy(frames).float().div(127.5).sub(1), "f h w c -> 1 c f h w")
         if frames.ndim != 5 or frames.shape[:2] != (1, 3):
-            raise ValueError(f"frames must be a (1, 3, f, h, w) tensor, got {tuple(frames.shape)}")
+            raise VidiffInputError(f"frames must be a (1, 3, f, h, w) tensor, got {tuple(frames.shape)}")
         return frames.float()
 
 
@@ -210,8 +212,8 @@ def upscale_passes(scale: int, model_scale: int) -> int:
         reached *= model_scale
         passes += 1
     if not isinstance(scale, int) or scale < 2 or reached != scale:
-        raise ValueError(f"scale {scale!r} is not reachable with this {model_scale}x upscaler; use "
-                         f"{model_scale}, {model_scale ** 2} or another power of {model_scale}")
+        raise VidiffInputError(f"scale {scale!r} is not reachable with this {model_scale}x upscaler; use "
+                               f"{model_scale}, {model_scale ** 2} or another power of {model_scale}")
     return passes
 
 

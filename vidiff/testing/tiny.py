@@ -134,8 +134,8 @@ def make_tiny_upscaler(folder: str | os.PathLike, width: int = 32, seed: int = 0
     sampling and the DDPM low-res noise schedule. `in_channels` 4 + 3 r^2 folds larger low-res frames (vidiff)."""
     from diffusers import AutoencoderKL, StableDiffusionUpscalePipeline, UNet2DConditionModel
 
-    from vidiff.testing.configs import X4_UPSCALER_UNET
     from vidiff.pipelines.upscale import default_low_res_scheduler
+    from vidiff.testing.configs import X4_UPSCALER_UNET
 
     tokenizer = tokenizer or make_tokenizer()
     text_encoder = text_encoder or make_text_encoder(tokenizer, width=width, seed=seed)

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vidiff.atomic import atomic_dir
+from vidiff.weights import read_weights
 
 PREFIX = "step-"
 
@@ -49,9 +50,9 @@ def write_checkpoint(target: Path, tensors: dict[str, dict[str, torch.Tensor]], 
 def read_checkpoint(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any], dict[str, Any]]:
     """(tensor groups by file name, optimizer.pt's contents, state.json) of a checkpoint folder."""
     if not (path / "state.json").is_file():
-        raise FileNotFoundError(f"{path} is not a complete checkpoint (no state.json)")
-    tensors = {file.stem: load_file(file) for file in sorted(path.glob("*.safetensors"))}
-    extra = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+        raise FileNotFoundError(f"{path} is not a complete vidiff checkpoint (no state.json)")
+    tensors = {file.stem: read_weights(file, load_file) for file in sorted(path.glob("*.safetensors"))}
+    extra = read_weights(path / "optimizer.pt", lambda p: torch.load(p, map_location="cpu", weights_only=True))
     return tensors, extra, json.loads((path / "state.json").read_text())
 
 

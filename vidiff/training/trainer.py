@@ -28,12 +28,16 @@ from tqdm.auto import tqdm
 
 from vidiff.atomic import atomic_dir, write_text
 from vidiff.config import TrainConfig
-from vidiff.model_folder import COMPONENTS, EXTRA_COMPONENTS, component_classes, read_index, write_model_index
+from vidiff.errors import VidiffInputError
+from vidiff.model_folder import (COMPONENTS, EXTRA_COMPONENTS, check_frame_size, component_classes, is_model_folder,
+                                 read_index, write_model_index)
 from vidiff.models.interpolation import extrapolation_mask, interpolation_mask, masked_condition, widen_conv_in
 from vidiff.models.lora import add_lora, save_lora
 from vidiff.models.temporal import temporal_named_parameters
-from vidiff.training.checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
+from vidiff.training.checkpoints import load_checkpoint, save_checkpoint
 from vidiff.training.ema import ema_decay, update_ema
+from vidiff.training.resume import check_checkpoint_fits, check_room_for_run, prepare_run, record_run
+from vidiff.weights import loading
 
 logger = logging.getLogger(__name__)
 TEXT_ENCODER_PREFIX = "text_encoder."  # names of text-encoder weights among the trained ones (train_text_encoder)
@@ -122,10 +126,12 @@ class Run:
     last_checkpoint: Path | None = None
 
 
-def train(config: TrainConfig, resume: bool | str = False, stop_after: int | None = None) -> dict[str, Any]:
+def train(config: TrainConfig, resume: bool | str = False, stop_after: int | None = None,
+          overwrite: bool = False) -> dict[str, Any]:
     """Run (or resume) training; returns the run summary also written to `train_summary.json`.
 
     stop_after: end right after that step's checkpoint, as a killed run would (for tests and time-boxed runs).
+    overwrite: start over in an output folder that holds a run (`vidiff.training.resume.prepare_run`).
     """
     from accelerate import Accelerator
 
@@ -135,7 +141,11 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
     # 1. Accelerator, models
     accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with=_tracker(),
                               project_dir=str(output), gradient_accumulation_steps=config.gradient_accumulation_steps)
+    checkpoint = prepare_run(config, resume, overwrite, accelerator.is_main_process)  # before loading anything
+    check_frame_size(config.model, resolution=config.resolution)
     run = load_models(config, accelerator)
+    if accelerator.is_main_process:
+        check_room_for_run(config, run.trained)  # before reading data: checkpoints and the final model must fit
 
     # 2. Data: bad files are skipped and counted by the dataset; all-bad stops here, before training
     dataset, data_summary = load_data(config, run)
@@ -144,7 +154,7 @@ def train(config: TrainConfig, resume: bool | str = False, stop_after: int | Non
     make_optimizer(run)
 
     # 4. Resume, then hand the models to accelerate
-    resume_run(run, _find_checkpoint(output, resume))
+    resume_run(run, checkpoint)
     loader = prepare(run, dataset)
 
     # 5. Training loop
@@ -189,8 +199,8 @@ def load_models(config: TrainConfig, accelerator) -> Run:
         pipe.unet = widen_conv_in(pipe.unet)  # a base video model: add the masked-frame inputs (zero at start)
     unet, vae, text_encoder = pipe.unet, pipe.vae, pipe.text_encoder
     if config.task == "interpolate" and unet.unet.config.in_channels != 2 * vae.config.latent_channels + 1:
-        raise ValueError(f"{config.model} has a U-Net with {unet.unet.config.in_channels} input channels; "
-                         "interpolation needs a base video model or an interpolation model")
+        raise VidiffInputError(f"{config.model} has a U-Net with {unet.unet.config.in_channels} input channels; "
+                               "interpolation needs a base video model or an interpolation model")
     frozen_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
     for model in (vae, text_encoder):  # nn.Module.to: diffusers' .to(dtype) warns about nothing here
         torch.nn.Module.to(model.requires_grad_(False).eval(), device, frozen_dtype)
@@ -255,6 +265,7 @@ def resume_run(run: Run, checkpoint: Path | None) -> None:
     if checkpoint is None:
         return
     saved = load_checkpoint(checkpoint)
+    check_checkpoint_fits(saved, run.trained, run.optimizer, checkpoint)
     with torch.no_grad():
         for name, param in run.trained.items():
             param.copy_(saved["params"][name])
@@ -282,7 +293,7 @@ def prepare(run: Run, dataset):
     if accelerator.is_main_process:
         output = Path(config.output)
         output.mkdir(parents=True, exist_ok=True)
-        write_text(output / "config.json", json.dumps(vars(config), indent=2))
+        record_run(output, config, run.checkpoint, run.step)
         accelerator.init_trackers("vidiff")
     return loader
 
@@ -310,7 +321,8 @@ def train_loop(run: Run, loader, stop_after: int | None) -> dict[str, float]:
             if accelerator.is_main_process:
                 run.last_checkpoint = save_checkpoint(
                     Path(config.output), step, run.trained, run.ema, run.optimizer, run.lr_scheduler,
-                    {"samples_seen": run.samples_seen, "loss": run.loss, "written_by_rank": accelerator.process_index},
+                    {"samples_seen": run.samples_seen, "loss": run.loss, "written_by_rank": accelerator.process_index,
+                     "config": vars(config)},
                     config.keep_checkpoints)
             accelerator.wait_for_everyone()
         if config.validation_prompts and config.validation_every and step % config.validation_every == 0:
@@ -501,28 +513,18 @@ def _encode(text_encoder, tokenizer, captions: list[str], device) -> torch.Tenso
     return text_encoder(tokens.input_ids.to(device))[0].float()
 
 
-def _find_checkpoint(output: Path, resume: bool | str) -> Path | None:
-    if not resume:
-        return None
-    if resume is True or resume == "latest":
-        found = list_checkpoints(output)
-        if not found:
-            raise FileNotFoundError(f"nothing to resume: no checkpoints under {output / 'checkpoints'}")
-        return found[-1]
-    return Path(resume)
-
-
 def checkpoint_model_folder(checkpoint: Path, source: Path, target: Path) -> Path:
     """A complete model folder from a checkpoint's EMA weights: `source`'s U-Net with the weights the run trained
     replaced, and `source`'s other components; for runs cut short (`train(..., stop_after=N)`) or killed."""
     from vidiff.models.video_unet import VideoUNet
 
-    unet = VideoUNet.from_pretrained(Path(source) / "unet")
+    with loading(Path(source) / "unet"):
+        unet = VideoUNet.from_pretrained(Path(source) / "unet")
     ema = load_checkpoint(Path(checkpoint))["ema"]
     names = {name for name, _ in unet.named_parameters()}
     if not ema or not set(ema) <= names:
-        raise ValueError(f"{checkpoint} holds no EMA weights for the U-Net of {source} (trained with ema: false, "
-                         "or from another model)")
+        raise VidiffInputError(f"{checkpoint} holds no EMA weights for the U-Net of {source} (trained with ema: "
+                               "false, or from another model)")
     state = unet.state_dict()
     state.update({name: value.to(state[name].dtype) for name, value in ema.items()})
     unet.load_state_dict(state)  # strict: every key of the U-Net, the EMA's in place of the trained ones
@@ -533,7 +535,7 @@ def checkpoint_model_folder(checkpoint: Path, source: Path, target: Path) -> Pat
 def _save_model_folder(unet, source: Path, target: Path, text_encoder=None) -> None:
     """A complete video model folder: the trained U-Net (and text encoder, if it trained) plus the source model's
     other components."""
-    with atomic_dir(target, overwrite=True) as tmp:
+    with atomic_dir(target, overwrite=True, replaceable=is_model_folder) as tmp:
         unet.save_pretrained(tmp / "unet")
         if text_encoder is not None:
             text_encoder.save_pretrained(tmp / "text_encoder", safe_serialization=True)
@@ -558,7 +560,7 @@ def _validate(accelerator, pipe, config: TrainConfig, step: int, output: Path) -
                           num_inference_steps=config.validation_steps,
                           generator=torch.Generator().manual_seed(seed)).frames[0]
             write_video(frames, output / "validation" / f"step-{step:08d}-{k:02d}-seed{seed}.gif", fps=8,
-                        metadata={"prompt": prompt, "seed": seed, "step": step})
+                        metadata={"prompt": prompt, "seed": seed, "step": step}, overwrite=True)  # the run's own
     unet.train()
 
 
