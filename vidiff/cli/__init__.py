@@ -10,13 +10,13 @@ import argparse
 import sys
 
 from vidiff.cli import eval as eval_command
-from vidiff.cli import generate, inflate, info, interpolate, train, upscale
+from vidiff.cli import animate, generate, inflate, info, interpolate, restyle, train, upscale
 from vidiff.cli.common import INPUT_ERRORS
 from vidiff.process import keep_freed_memory, skip_exit_collection
 
-COMMANDS = (inflate, generate, interpolate, upscale, train, eval_command, info)  # in the order --help lists them
+COMMANDS = (inflate, generate, animate, restyle, interpolate, upscale, train, eval_command, info)  # in the order --help lists them
 # Commands that sample and exit: they keep freed memory in the heap (vidiff.process.keep_freed_memory).
-SAMPLING_COMMANDS = ("generate", "interpolate", "upscale", "eval")
+SAMPLING_COMMANDS = ("generate", "animate", "restyle", "interpolate", "upscale", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -164,10 +164,12 @@ class TextToVideoPipeline(FreeNoiseMixin, DiffusionPipeline):
         image=None,
         video=None,
         strength: float = 0.6,
+        reconstruction_guidance: float = animate.RECONSTRUCTION_GUIDANCE,
     ) -> TextToVideoOutput:
         """Sample clips. `prompt` may be a dict {frame: prompt} (prompt travel); num_frames None: 16, or the video's.
-        image (a PIL image or uint8 (h, w, 3)): with a masked-frame model, frame 0 of every clip, returned pixel
-        for pixel; the model continues it (vidiff.pipelines.animate).
+        image (a PIL image or uint8 (h, w, 3)): frame 0 of every clip, returned pixel for pixel, which the model
+        continues: a masked-frame model reads it as its known frame; a text-to-video model has it written into its
+        sample each step and is steered to agree with it with `reconstruction_guidance` (vidiff.pipelines.animate).
         video (uint8 (f, h, w, 3) or a list of frames) and strength in (0, 1]: restyle the video under the prompt,
         from its latents noised part of the way (vidiff.pipelines.restyle).
         `condition` (b, c + 1, f, h, w): for a masked-frame (interpolation) model, the known frames'
@@ -209,10 +211,14 @@ class TextToVideoPipeline(FreeNoiseMixin, DiffusionPipeline):
             latents = self.prepare_latents(shape, generator, device, latents)
         step_kwargs = self._step_kwargs(generator, eta)
 
-        # 5. The masked-frame condition, if the U-Net reads one; an image is frame 0 of it
-        if image is not None:
+        # 5. The masked-frame condition, if the U-Net reads one; an image is frame 0 of it, or of the sample
+        image_known = None
+        if image is not None and self.unet.unet.config.in_channels > shape[1]:
             condition, replace_known = animate.image_condition(self, image, shape, decode_chunk_size), True
+        elif image is not None:
+            image_known = animate.image_known(self, image, shape, generator, decode_chunk_size)
         condition, known = self.prepare_condition(condition, shape, replace_known, guided, generator, device)
+        known = image_known or known
 
         # 6. Denoising loop: conditional and unconditional halves as one batch
         timesteps = self.scheduler.timesteps[first_step:]
@@ -222,7 +228,11 @@ class TextToVideoPipeline(FreeNoiseMixin, DiffusionPipeline):
                 known_latents, known_noise, mask = known
                 latents = torch.where(mask, self.scheduler.add_noise(known_latents, known_noise, t.reshape(1)),
                                       latents)
-            noise = self.predict_noise(latents, t, text, condition, guidance_scale if guided else None)
+            if image_known is None:
+                noise = self.predict_noise(latents, t, text, condition, guidance_scale if guided else None)
+            else:
+                noise = animate.reconstruction_guided(self, latents, t, text, guidance_scale if guided else None,
+                                                      image_known, reconstruction_guidance)
             latents = self.scheduler.step(noise, t, latents, **step_kwargs).prev_sample
             if callback_on_step_end is not None:
                 available = {"latents": latents, "noise_pred": noise, "prompt_embeds": text}
@@ -243,7 +253,7 @@ class TextToVideoPipeline(FreeNoiseMixin, DiffusionPipeline):
         else:
             frames = self.decode_latents(latents, decode_chunk_size)
             if image is not None:
-                frames[:, :, 0] = torch.from_numpy(image).to(frames).permute(2, 0, 1)[:, None] / 255
+                frames[:, :, 0] = torch.from_numpy(image).to(frames).permute(2, 0, 1) / 255
         self.maybe_free_model_hooks()
         return TextToVideoOutput(frames=frames)
 
