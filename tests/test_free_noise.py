@@ -1,6 +1,9 @@
 """Long clips (FreeNoise): windows over the temporal attention, noise rescheduling and split inference, each against
 diffusers' FreeNoise on the same weights."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -163,3 +166,30 @@ def test_bad_window_options_are_refused(tiny_video_folder, options, needle):
     pipe = TextToVideoPipeline.from_pretrained(tiny_video_folder)
     with pytest.raises(ValueError, match=needle):
         pipe.enable_free_noise(**options)
+
+
+def test_generate_switches_windows_on_above_max_frames(tiny_video_folder, tmp_path, capsys):
+    from vidiff.cli import main
+    from vidiff.io.video import read_video
+
+    out = tmp_path / "long.mp4"
+    assert main(["generate", "a red circle", "--model", str(tiny_video_folder), "-o", str(out), "--num-frames", "20",
+                 "--steps", "2", "--seed", "0", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "20 frames is more than the model's 16: sampling in sliding windows of 16 frames every 4" in err
+    assert read_video(out)[0].shape[0] == 20
+    sidecar = json.loads(Path(f"{out}.json").read_text())
+    assert sidecar["base"]["context"] == {"length": 16, "stride": 4, "weighting": "pyramid"}
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--context-length", "8", "--context-stride", "8"], "--context-stride 8 must be smaller than --context-length 8"),
+    (["--context-length", "17"], "--context-length 17 is more than the model's max_frames 16"),
+])
+def test_generate_bad_window_options_exit_2(tiny_video_folder, tmp_path, capsys, extra, needle):
+    from vidiff.cli import main
+
+    assert main(["generate", "x", "--model", str(tiny_video_folder), "-o", str(tmp_path / "o.mp4"),
+                 "--num-frames", "40", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err, err
