@@ -11,14 +11,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vidiff.cli import animate, generate, inflate, info, interpolate, restyle, serve, train, upscale
 from vidiff.cli import eval as eval_command
-from vidiff.cli import generate, inflate, info, interpolate, serve, train, upscale
 from vidiff.errors import is_user_error, one_line
 from vidiff.process import keep_freed_memory, skip_exit_collection
 
-COMMANDS = (inflate, generate, interpolate, upscale, train, eval_command, info, serve)  # in the order --help lists them
+# in the order --help lists them
+COMMANDS = (inflate, generate, animate, restyle, interpolate, upscale, train, eval_command, info, serve)
 # Commands that sample: they keep freed memory in the heap (vidiff.process.keep_freed_memory); all but serve then exit.
-SAMPLING_COMMANDS = ("generate", "interpolate", "upscale", "eval", "serve")
+SAMPLING_COMMANDS = ("generate", "animate", "restyle", "interpolate", "upscale", "eval", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

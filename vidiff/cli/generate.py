@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from vidiff.cli.clip_options import add_window_options, read_prompt_travel, window_settings
 from vidiff.cli.common import CHECKS, LIBRARIES, add_device, add_overwrite, add_progress, model_or_default
 from vidiff.errors import VidiffInputError
 from vidiff.process import import_quickly
@@ -19,14 +20,19 @@ def add_parser(sub) -> None:
         "(picked by the output's extension), with a JSON sidecar that records everything needed to reproduce it. "
         "Under `accelerate launch`, a prompts file is split across the processes.",
     )
-    p.add_argument("prompt", nargs="?", help="the text prompt (or use --prompts-file)")
+    p.add_argument("prompt", nargs="?", help="the text prompt (or use --prompts-file or --prompt-travel)")
     p.add_argument("-o", "--output", help="output path; .mp4 .gif .webm .mkv (lossless), or a folder for PNG frames. "
                    "May use {index} {slug} {seed}. Default: outputs/{slug}-{seed}.mp4")
     p.add_argument("--model", help="video model folder (default: the model shipped with vidiff)")
     p.add_argument("--prompts-file", help="one prompt per line, or JSONL with 'prompt' and per-prompt "
                    "seed, negative_prompt, num_frames, height, width, steps, guidance, output")
+    p.add_argument("--prompt-travel", metavar="FILE.json", help="a prompt per keyframe, a JSON object like "
+                   "{\"0\": \"a red circle moving right\", \"24\": \"a blue circle moving right\"}; the text "
+                   "embeddings of the frames between keyframes are interpolated")
     p.add_argument("--negative-prompt", help="what to steer away from (classifier-free guidance)")
-    p.add_argument("--num-frames", type=int, default=16, help="frames per clip (default 16)")
+    p.add_argument("--num-frames", type=int, default=16, help="frames per clip (default 16); above the model's "
+                   "max_frames the clip is sampled in sliding windows (FreeNoise)")
+    add_window_options(p)
     p.add_argument("--height", type=int, help="frame height in pixels (default: the model's)")
     p.add_argument("--width", type=int, help="frame width in pixels (default: the model's)")
     p.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
@@ -63,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     import_quickly(CHECKS)
 
     # 1. Check everything that can be checked without loading a model
-    model, jobs, stages = check_inputs(args)
+    model, jobs, stages, windows = check_inputs(args)
     device, dtype = settle_device(args)
 
     # 2. Load the cascade
@@ -73,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     state = PartialState()
     load_start = time.perf_counter()
     pipe = load_cascade(args, model, stages, device, dtype, state)
+    if windows:
+        pipe.enable_free_noise(**windows)
     load_s = time.perf_counter() - load_start
 
     # 3. Generate and write this process's share of the jobs
@@ -90,14 +98,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def check_inputs(args: argparse.Namespace):
-    """(model folder, jobs with seeds and outputs, {"interpolate": K, "upscale": S}), all checked against the model's
-    configs; no weights are loaded."""
+    """(model folder, jobs with seeds and outputs, {"interpolate": K, "upscale": S}, FreeNoise window options or
+    None), all checked against the model's configs; no weights are loaded."""
     from vidiff.cli import jobs as gen
     from vidiff.config import check_seed
     from vidiff.model_folder import recommended_guidance
 
-    if (args.prompt is None) == (args.prompts_file is None):
-        raise VidiffInputError("give exactly one of PROMPT or --prompts-file")
+    if sum(value is not None for value in (args.prompt, args.prompts_file, args.prompt_travel)) != 1:
+        raise VidiffInputError("give exactly one of PROMPT, --prompts-file or --prompt-travel")
     if args.scheduler not in gen.SCHEDULER_NAMES:
         raise VidiffInputError(f"unknown scheduler {args.scheduler!r}; choose one of {', '.join(gen.SCHEDULER_NAMES)}")
     if args.fps <= 0:
@@ -110,15 +118,17 @@ def check_inputs(args: argparse.Namespace):
     if args.prompts_file:
         jobs = gen.read_prompts_file(args.prompts_file, defaults)
     else:
-        jobs = [gen.Job(prompt=args.prompt, **defaults)]
+        prompt = args.prompt if args.prompt_travel is None else read_prompt_travel(args.prompt_travel, args.num_frames)
+        jobs = [gen.Job(prompt=prompt, **defaults)]
     jobs = gen.assign_seeds_and_outputs(jobs, args.output, args.seed)
     for job in jobs:
         check_seed(job.seed, f"seed of {job.prompt!r}")
         gen.check_output(job.output, args.overwrite)
-    gen.check_model_settings(model, jobs)
+    windows = window_settings(args, model, max(job.num_frames for job in jobs), "generate")
+    gen.check_model_settings(model, jobs, long_clips=windows is not None)
     stages = check_stages(args, model, jobs)
     gen.check_room(model, jobs, stages["interpolate"], stages["upscale"])
-    return model, jobs, stages
+    return model, jobs, stages, windows
 
 
 def check_stages(args: argparse.Namespace, model, jobs) -> dict:
@@ -165,12 +175,13 @@ def settle_device(args: argparse.Namespace):
     return device, dtype
 
 
-def load_cascade(args: argparse.Namespace, model, stages: dict, device, dtype, state):
-    """The model's VideoCascadePipeline with the stages this run uses, on its device, set up as the flags say."""
+def load_cascade(args: argparse.Namespace, model, stages: dict, device, dtype, state, extra_stages=()):
+    """The model's VideoCascadePipeline with the stages this run uses (and `extra_stages`), on its device, set up as
+    the flags say."""
     from vidiff.pipelines.cascade import VideoCascadePipeline
 
     wanted = tuple(name for name, key in (("interpolation", "interpolate"), ("upscale", "upscale"))
-                   if stages[key] > 1)
+                   if stages[key] > 1 or name in extra_stages)
     pipe = VideoCascadePipeline.from_pretrained(model, torch_dtype=dtype, stages=wanted)
     pipe.base.set_scheduler(args.scheduler)
     if args.cpu_offload:  # the later stages stay on the CPU, sharing the base's offloaded modules

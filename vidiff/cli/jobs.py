@@ -29,7 +29,7 @@ DEFAULT_OUTPUT = "outputs/{slug}-{seed}.mp4"
 class Job:
     """One clip to generate; the fields a JSONL prompts file may set per line."""
 
-    prompt: str
+    prompt: str | dict[int, str]  # a dict {frame: prompt}: prompt travel
     negative_prompt: str | None = None
     seed: int | None = None
     num_frames: int = 16
@@ -84,7 +84,8 @@ def assign_seeds_and_outputs(jobs: list[Job], output: str | None, base_seed: int
     planned = []
     for index, job in enumerate(jobs):
         seed = job.seed if job.seed is not None else base_seed + index
-        path = job.output or template.format(index=index, slug=slugify(job.prompt), seed=seed)
+        text = job.prompt if isinstance(job.prompt, str) else next(iter(job.prompt.values()))
+        path = job.output or template.format(index=index, slug=slugify(text), seed=seed)
         planned.append(dataclasses.replace(job, seed=seed, output=path))
     paths = [job.output for job in planned]
     if len(set(paths)) != len(paths):
@@ -124,18 +125,21 @@ def check_room(model: str | os.PathLike, jobs: list[Job], factor: int = 1, scale
         check_free_space(folder, size)
 
 
-def check_model_settings(model: str | os.PathLike, jobs: list[Job]) -> None:
-    """Check frame counts and sizes against the model's saved configs, without loading any weights."""
-    check_video_model(model)
+def check_model_settings(model: str | os.PathLike, jobs: list[Job], long_clips: bool = False) -> None:
+    """Check frame counts and sizes against the model's saved configs, without loading any weights. long_clips:
+    clips longer than the model's max_frames run in FreeNoise windows, so only their sizes are checked."""
+    max_frames = check_video_model(model)["max_frames"]
     for job in jobs:
-        check_video_model(model, job.num_frames, job.height, job.width, job.steps)
+        frames = min(job.num_frames, max_frames) if long_clips and job.num_frames >= 1 else job.num_frames
+        check_video_model(model, frames, job.height, job.width, job.steps)
 
 
 def run_jobs(pipe, jobs: list[Job], fps: float, scheduler: str, model: str, process_index: int = 0,
              num_processes: int = 1, writer=None, load_s: float | None = None, overwrite: bool = False,
-             **stages) -> list[Path]:
+             record: dict | None = None, **stages) -> list[Path]:
     """Generate and write this process's share of `jobs` (every `num_processes`-th, from `process_index`) with a
-    `VideoCascadePipeline`; `stages`: its interpolate / upscale settings. `fps` is the base frames' rate. An
+    `VideoCascadePipeline`; `stages`: its interpolate / upscale settings and any other keyword of the call (an
+    `image`, a `video` and its `strength`); `record`: more for the sidecar. `fps` is the base frames' rate. An
     existing output is replaced only with `overwrite`."""
     from vidiff import __version__
 
@@ -151,14 +155,16 @@ def run_jobs(pipe, jobs: list[Job], fps: float, scheduler: str, model: str, proc
         factor = meta.get("interpolation", {}).get("factor", 1)
         seconds = {name: meta[name].pop("seconds") for name in ("base", "interpolation", "upscale") if name in meta}
         stage_s = sum(value for name, value in seconds.items() if name != "base")
+        # each stage's record when later stages ran, or when the base's says more (an input, FreeNoise windows)
+        staged = len(seconds) > 1 or set(meta["base"]) - {"frames", "fps", "size"}
         metadata = {
-            **dataclasses.asdict(job), "scheduler": scheduler, "model": str(model), "vidiff_version": __version__,
+            **dataclasses.asdict(job), **(record or {}), "scheduler": scheduler, "model": str(model),
+            "vidiff_version": __version__,
             "num_frames": int(frames.shape[0]), "height": int(frames.shape[1]), "width": int(frames.shape[2]),
             "fps": fps * factor, "device": str(pipe.device), "dtype": str(pipe.base.unet.dtype).removeprefix("torch."),
             "timings": {"sample_s": seconds["base"], "load_s": None if load_s is None else round(load_s, 3),
                         **({"stages_s": round(stage_s, 3)} if len(seconds) > 1 else {})},
-            **({name: meta[name] for name in ("base", "interpolation", "upscale") if name in meta}
-               if len(seconds) > 1 else {}),
+            **({name: meta[name] for name in ("base", "interpolation", "upscale") if name in meta} if staged else {}),
         }
         written.append(Path(writer(frames, job.output, fps=fps * factor, metadata=metadata, overwrite=overwrite)))
     return written

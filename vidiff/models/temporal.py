@@ -22,6 +22,8 @@ from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from einops import rearrange
 from torch import nn
 
+from vidiff.models.free_noise import FrameContext
+
 
 class TemporalConv(nn.Module):
     """1-D convolution over frames at every spatial position; the identity at init."""
@@ -95,6 +97,10 @@ class TemporalAttention(nn.Module):
         self.proj_out = nn.Linear(channels, channels)
         nn.init.zeros_(self.proj_out.weight)  # the residual branch adds nothing at init
         nn.init.zeros_(self.proj_out.bias)
+        # Set by VideoUNet.set_frame_context / set_split_inference, not saved: FreeNoise's windows over frames, and
+        # how many spatial positions go through proj_in -> blocks -> proj_out at a time (None: all at once).
+        self.frame_context: FrameContext | None = None
+        self.split_size: int | None = None
 
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
         """x: `(b f) c h w` in either memory layout; the result has x's layout.
@@ -115,26 +121,41 @@ class TemporalAttention(nn.Module):
             h = h.contiguous()
         h = self.norm(h)
         h = h.permute(0, 3, 2, 1).reshape(-1, num_frames, channels)  # (b h w, f, c): the one copy
-        h = self.proj_in(h)
-        for block in self.transformer_blocks:
-            h = _transformer_block(block, h)
-        h = self.proj_out(h).view(-1, height * width, num_frames, channels).transpose(1, 2)  # (b, f, h w, c)
+        if self.split_size is None or h.shape[0] <= self.split_size:
+            h = self._attend_frames(h)
+        else:  # positions are independent here: chunks of them bound the attention's and feed-forward's memory
+            h = torch.cat([self._attend_frames(part) for part in h.split(self.split_size)])
+        h = h.view(-1, height * width, num_frames, channels).transpose(1, 2)  # (b, f, h w, c)
         out = tokens + h  # laid out like `tokens`, i.e. like x
         return out.unflatten(2, (height, width)).flatten(0, 1).permute(0, 3, 1, 2)
 
+    def _attend_frames(self, h: torch.Tensor) -> torch.Tensor:
+        """proj_in -> transformer blocks -> proj_out over (N, f, c) rows of frames."""
+        h = self.proj_in(h)
+        for block in self.transformer_blocks:
+            h = _transformer_block(block, h, self.frame_context)
+        return self.proj_out(h)
 
-def _transformer_block(block: BasicTransformerBlock, h: torch.Tensor) -> torch.Tensor:
+
+def _transformer_block(block: BasicTransformerBlock, h: torch.Tensor,
+                       context: FrameContext | None = None) -> torch.Tensor:
     """`BasicTransformerBlock.forward` for two frame self-attentions + GEGLU feed-forward, written lean.
 
     Same parameters and the same result as diffusers' block (tested), with one fused QKV matmul per attention and
     SDPA called directly: on the 2-core CPU this made the temporal attention measurably faster (BENCHMARKS.md).
     Only where no adapter, wrapper, hook or custom processor sits on an attention (`_is_plain`); else that
     attention runs its own forward.
+    With a `context`, the two attentions run over its windows and are blended, as diffusers'
+    `FreeNoiseTransformerBlock` does; the feed-forward then runs over every frame.
     h: (N, f, c) with N = batch * height * width.
     """
-    positions = block.pos_embed.pe[:, : h.shape[1]].to(h.dtype)  # (1, f, c) sinusoidal frame positions
-    h = h + _frame_self_attention(block.attn1, block.norm1(h) + positions)
-    h = h + _frame_self_attention(block.attn2, block.norm2(h) + positions)
+
+    def attend(x: torch.Tensor) -> torch.Tensor:
+        positions = block.pos_embed.pe[:, : x.shape[1]].to(x.dtype)  # (1, f, c): positions from the first frame
+        x = x + _frame_self_attention(block.attn1, block.norm1(x) + positions)
+        return x + _frame_self_attention(block.attn2, block.norm2(x) + positions)
+
+    h = attend(h) if context is None else context.blend(h, attend)
     return h + block.ff(block.norm3(h))
 
 

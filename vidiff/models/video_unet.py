@@ -39,6 +39,7 @@ from torch.utils.checkpoint import checkpoint
 
 from vidiff.errors import VidiffInputError
 from vidiff.models.attention import SharedTextAttnProcessor, cross_attentions
+from vidiff.models.free_noise import FrameContext
 from vidiff.models.temporal import TemporalAttention, TemporalConv, temporal_named_parameters
 from vidiff.weights import read_weights, save_safetensors
 
@@ -119,6 +120,8 @@ class VideoUNet(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterMixin):
         # layers are not registered twice.
         self._text_attentions = cross_attentions(self.unet)
         self._use_shared_text()
+        self.frame_context: FrameContext | None = None  # set_frame_context: FreeNoise windows for long clips
+        self.temporal_split_size: int | None = None  # set_split_inference: frames per chunk in the spatial layers
 
     # ------------------------------------------------------------------------------------------------ forward
 
@@ -135,14 +138,15 @@ class VideoUNet(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterMixin):
         """Denoise a batch of clips.
 
         sample: (b, c, f, h, w) latents; timestep: scalar or (b,); encoder_hidden_states: (b, n, d), one text
-        per clip; class_labels: (b,) for U-Nets with a class embedding (the x4 upscaler's noise level).
+        per clip, or (b f, n, d), one per frame (prompt travel); class_labels: (b,) for U-Nets with a class
+        embedding (the x4 upscaler's noise level).
         """
         batch, _, num_frames, height, width = sample.shape
         self.check_num_frames(num_frames)
-        if encoder_hidden_states.shape[0] != batch:
+        if encoder_hidden_states.shape[0] not in (batch, batch * num_frames):
             raise ValueError(
-                f"encoder_hidden_states has batch {encoder_hidden_states.shape[0]} but sample has {batch} clips; "
-                "pass one text embedding per clip"
+                f"encoder_hidden_states has batch {encoder_hidden_states.shape[0]} but sample has {batch} clips of "
+                f"{num_frames} frames; pass one text embedding per clip, or one per frame"
             )
         unet = self.unet
         f = num_frames
@@ -150,7 +154,8 @@ class VideoUNet(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterMixin):
         # 1. Clip-level embeddings, copied to every frame: frames ride in the batch for the spatial layers
         emb = self._embed(sample[:, :, 0], timestep, class_labels, timestep_cond).repeat_interleave(f, dim=0)
         shared = all(isinstance(a.processor, SharedTextAttnProcessor) for a in self._text_attentions)
-        context = encoder_hidden_states if shared else encoder_hidden_states.repeat_interleave(f, dim=0)
+        per_clip = encoder_hidden_states.shape[0] == batch
+        context = encoder_hidden_states if shared or not per_clip else encoder_hidden_states.repeat_interleave(f, 0)
         attn_kwargs = dict(encoder_hidden_states=context, cross_attention_kwargs=cross_attention_kwargs)
 
         # 2. Pre-process
@@ -168,7 +173,7 @@ class VideoUNet(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterMixin):
                 x = self._attention(attn, _at(temporal.motion_modules, j), x, f, attn_kwargs)
                 skips += (x,)
             for downsampler in block.downsamplers or []:
-                x = downsampler(x)
+                x = _over_frames(downsampler, x, self._frame_chunks(x.shape[0], f))
             if block.downsamplers:
                 skips += (x,)
 
@@ -192,7 +197,7 @@ class VideoUNet(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterMixin):
                 x = self._resnet(resnet, _at(temporal.temporal_convs, j), x, emb, f)
                 x = self._attention(attn, _at(temporal.motion_modules, j), x, f, attn_kwargs)
             for upsampler in block.upsamplers or []:
-                x = upsampler(x, upsample_size)
+                x = _over_frames(upsampler, x, self._frame_chunks(x.shape[0], f), upsample_size)
 
         # 6. Post-process
         if unet.conv_norm_out is not None:
@@ -213,13 +218,23 @@ class VideoUNet(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterMixin):
         return emb
 
     def _resnet(self, resnet, conv, x, emb, num_frames):
-        return self._run(_resnet_layer, resnet, conv if num_frames > 1 else None, num_frames, x, emb)
+        chunks = self._frame_chunks(x.shape[0], num_frames)
+        return self._run(_resnet_layer, resnet, conv if num_frames > 1 else None, num_frames, x, emb, chunks)
 
     def _attention(self, attn, motion, x, num_frames, attn_kwargs):
         if attn is None and (motion is None or num_frames == 1):
             return x
-        layer = functools.partial(_attention_layer, **attn_kwargs)
+        layer = functools.partial(_attention_layer, chunks=self._frame_chunks(x.shape[0], num_frames), **attn_kwargs)
         return self._run(layer, attn, motion if num_frames > 1 else None, num_frames, x)
+
+    def _frame_chunks(self, rows: int, num_frames: int) -> list[tuple[int, slice]] | None:
+        """With split inference, (clip, rows of `(b f)`) chunks of at most `temporal_split_size` frames of one clip
+        each, for the spatial layers; None: all rows at once."""
+        size = self.temporal_split_size
+        if size is None or rows <= size:
+            return None
+        return [(clip, slice(clip * num_frames + first, clip * num_frames + min(first + size, num_frames)))
+                for clip in range(rows // num_frames) for first in range(0, num_frames, size)]
 
     def _run(self, layer, *args):
         if self.gradient_checkpointing and torch.is_grad_enabled():
@@ -230,8 +245,37 @@ class VideoUNet(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterMixin):
         # Checkpoint whole layers here; the spatial blocks' own flags would only checkpoint inside a checkpoint.
         self.gradient_checkpointing = enable
 
+    # ----------------------------------------------------------------------------------- long clips (FreeNoise)
+
+    def set_frame_context(self, context: FrameContext | None) -> None:
+        """Read clips through sliding windows over frames in every temporal attention (vidiff.models.free_noise),
+        so that clips of any length run; None: attention over the whole clip, up to max_frames."""
+        if context is not None and context.length > self.config.max_frames:
+            raise VidiffInputError(f"context_length {context.length} is more than this model's max_frames "
+                                   f"{self.config.max_frames}; use windows of at most {self.config.max_frames} frames")
+        self.frame_context = context
+        for module in self.modules():
+            if isinstance(module, TemporalAttention):
+                module.frame_context = context
+
+    def set_split_inference(self, spatial_split_size: int | None = 256, temporal_split_size: int | None = 16) -> None:
+        """Bound activation memory on long clips, as diffusers' `enable_free_noise_split_inference`: the spatial
+        layers (ResNets, spatial transformers, down- and upsamplers) run on at most `temporal_split_size` frames at
+        a time, the motion modules on at most `spatial_split_size` positions at a time. The results are the same
+        (each row is computed on its own either way); None turns a split off."""
+        for name, size in (("spatial_split_size", spatial_split_size), ("temporal_split_size", temporal_split_size)):
+            if size is not None and (not isinstance(size, int) or size < 1):
+                raise VidiffInputError(f"{name}={size!r} must be a positive integer or None")
+        self.temporal_split_size = temporal_split_size
+        for module in self.modules():
+            if isinstance(module, TemporalAttention):
+                module.split_size = spatial_split_size
+
     def check_num_frames(self, num_frames: int) -> None:
-        """Raise a `ValueError` naming both numbers if the clip length is out of range."""
+        """Raise a `ValueError` naming both numbers if the clip length is out of range (with a frame context,
+        any length runs)."""
+        if self.frame_context is not None and num_frames >= 1:
+            return
         if not 1 <= num_frames <= self.config.max_frames:
             raise VidiffInputError(
                 f"num_frames={num_frames} is outside 1..{self.config.max_frames}, the range this model was built "
@@ -312,15 +356,25 @@ def _at(modules: nn.ModuleList, index: int) -> nn.Module | None:
     return modules[index] if len(modules) else None
 
 
-def _resnet_layer(resnet, conv, num_frames, x, emb):
-    x = resnet(x, emb)
+def _resnet_layer(resnet, conv, num_frames, x, emb, chunks=None):
+    x = resnet(x, emb) if chunks is None else torch.cat([resnet(x[rows], emb[rows]) for _, rows in chunks])
     return conv(x, num_frames) if conv is not None else x
 
 
-def _attention_layer(attn, motion, num_frames, x, **attn_kwargs):
-    if attn is not None:
-        x = attn(x, return_dict=False, **attn_kwargs)[0]
+def _attention_layer(attn, motion, num_frames, x, chunks=None, encoder_hidden_states=None, **attn_kwargs):
+    if attn is not None and chunks is None:
+        x = attn(x, return_dict=False, encoder_hidden_states=encoder_hidden_states, **attn_kwargs)[0]
+    elif attn is not None:  # each chunk with its frames' texts, or its clip's one text
+        per_frame = encoder_hidden_states.shape[0] == x.shape[0]
+        x = torch.cat([attn(x[rows], return_dict=False, **attn_kwargs,
+                            encoder_hidden_states=encoder_hidden_states[rows if per_frame else slice(clip, clip + 1)])[0]
+                       for clip, rows in chunks])
     return motion(x, num_frames) if motion is not None else x
+
+
+def _over_frames(layer, x, chunks, *args):
+    """A layer that reads each row of `(b f) c h w` on its own, over the chunks of `_frame_chunks` (None: at once)."""
+    return layer(x, *args) if chunks is None else torch.cat([layer(x[rows], *args) for _, rows in chunks])
 
 
 def _check_supported(unet: UNet2DConditionModel) -> None:

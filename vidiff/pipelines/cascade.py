@@ -30,6 +30,8 @@ from vidiff.model_folder import (DEFAULT_GUIDANCE, MODEL_INDEX, component_class,
 
 CASCADE_FILE = "cascade.json"
 STAGE_SETTING = {"interpolation": "factor", "upscale": "scale"}  # each stage's one number, and its name
+# How an image is animated: "guided", the base model under reconstruction guidance; "masked", the interpolation stage
+IMAGE_METHODS = ("guided", "masked")
 
 
 @dataclass(frozen=True)
@@ -247,6 +249,24 @@ class VideoCascadePipeline:
         for name in self.stages:
             getattr(self, name).set_progress_bar_config(**kwargs)
 
+    def enable_free_noise(self, **options) -> None:
+        """Long clips: FreeNoise windows (`TextToVideoPipeline.enable_free_noise`, the same options) on the stages
+        that sample the first frames: the base, and the interpolation stage, which animates an image. Interpolation
+        and upscaling of long clips already run in windows of their own."""
+        for pipe in (self.base, self.interpolation):
+            if pipe is not None:
+                pipe.enable_free_noise(**options)
+
+    def disable_free_noise(self) -> None:
+        for pipe in (self.base, self.interpolation):
+            if pipe is not None:
+                pipe.disable_free_noise()
+
+    def enable_free_noise_split_inference(self, **options) -> None:
+        for pipe in (self.base, self.interpolation):
+            if pipe is not None:
+                pipe.enable_free_noise_split_inference(**options)
+
     def stage_settings(self, interpolate: int | None = None, upscale: int | None = None,
                        interpolate_steps: int | None = None, upscale_steps: int | None = None) -> dict[str, dict]:
         """The later stages a call runs, each with its settings: a factor or scale of None takes the loaded stage's
@@ -277,9 +297,9 @@ class VideoCascadePipeline:
     @torch.no_grad()
     def __call__(
         self,
-        prompt: str | list[str],
+        prompt: str | list[str] | dict[int, str],
         negative_prompt: str | list[str] | None = None,
-        num_frames: int = 16,
+        num_frames: int | None = None,
         height: int | None = None,
         width: int | None = None,
         num_inference_steps: int = 25,
@@ -292,19 +312,37 @@ class VideoCascadePipeline:
         fps: float = 8,
         interpolate_steps: int | None = None,
         upscale_steps: int | None = None,
+        image=None,
+        video=None,
+        strength: float = 0.6,
+        image_method: str = "guided",
     ) -> VideoCascadeOutput:
         """Sample clips with the base model, then run the later stages on each. `guidance_scale` None: the model's
         recommendation (sampling.json); `interpolate` / `upscale` None: cascade.json's factor and scale, 1: off.
         The later stages draw their noise from the seed of the clip's generator (`generator.initial_seed()`), so a
-        clip is reproduced by its seed alone, as `vidiff generate --seed` records it."""
+        clip is reproduced by its seed alone, as `vidiff generate --seed` records it.
+        `prompt` may be a dict {frame: prompt} (prompt travel). `image`: the first frame, which the base model
+        continues under reconstruction guidance (image_method "guided"), or the interpolation stage, a masked-frame
+        model, reading it as its known frame ("masked"); docs/long-clips.md measures both. `video` and `strength`:
+        the base model restyles the video (num_frames: its length). Either way the later stages then run as for
+        text."""
         # 1. Check inputs
         if output_type not in ("np", "pt"):
             raise VidiffInputError(f"output_type {output_type!r}: a cascade returns 'np' (uint8) or 'pt' frames")
         stages = self.stage_settings(interpolate, upscale, interpolate_steps, upscale_steps)
+        if video is not None and num_frames is None:
+            num_frames = len(video)
+        num_frames = 16 if num_frames is None else num_frames
         if "interpolation" in stages and num_frames < 2:
             raise VidiffInputError("interpolation needs at least 2 frames per clip; raise num_frames or pass "
                                    "interpolate=1")
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if image is not None and image_method not in IMAGE_METHODS:
+            raise VidiffInputError(f"unknown image_method {image_method!r}; choose one of "
+                                   f"{', '.join(IMAGE_METHODS)}")
+        if image is not None and image_method == "masked" and self.interpolation is None:
+            raise VidiffInputError("image_method 'masked' animates with the cascade's interpolation stage (a "
+                                   "masked-frame model), which is not loaded; use image_method 'guided'")
+        prompts = [prompt] if isinstance(prompt, (str, dict)) else list(prompt)
         generators = generator if isinstance(generator, list) else [generator] * len(prompts)
         if len(generators) != len(prompts):
             raise VidiffInputError(f"{len(generators)} generators for {len(prompts)} prompts; give one per prompt")
@@ -313,12 +351,15 @@ class VideoCascadePipeline:
         seeds = [g.initial_seed() for g in generators]
         guidance = self.guidance_scale if guidance_scale is None else guidance_scale
 
-        # 2. The base model: keyframes
+        # 2. The first frames: the base model from text or from a video, or the masked-frame model from an image
         start = time.perf_counter()
-        clips = self.base(prompts, negative_prompt=negative_prompt, num_frames=num_frames, height=height, width=width,
-                          num_inference_steps=num_inference_steps, guidance_scale=guidance,
-                          generator=generators if len(generators) > 1 else generators[0],
-                          callback_on_step_end=callback_on_step_end, show_progress=self.show_progress).frames
+        first = self.interpolation if image is not None and image_method == "masked" else self.base
+        media = {"image": image} if image is not None else {"video": video, "strength": strength} if video is not None \
+            else {}
+        clips = first(prompts, negative_prompt=negative_prompt, num_frames=num_frames, height=height, width=width,
+                      num_inference_steps=num_inference_steps, guidance_scale=guidance,
+                      generator=generators if len(generators) > 1 else generators[0],
+                      callback_on_step_end=callback_on_step_end, show_progress=self.show_progress, **media).frames
         base_s = time.perf_counter() - start
 
         # 3. The later stages, clip by clip
@@ -326,7 +367,8 @@ class VideoCascadePipeline:
         for clip, text, seed in zip(clips, prompts, seeds):
             meta = {"seed": seed, "guidance": guidance, "steps": num_inference_steps,
                     "base": {"frames": len(clip), "fps": fps, "size": [int(clip.shape[2]), int(clip.shape[1])],
-                             "seconds": round(base_s / len(prompts), 3)}}
+                             "seconds": round(base_s / len(prompts), 3),
+                             **self._first_frames_meta(first, image, video, strength, image_method)}}
             clip = self.run_stages(clip, text, seed, stages, meta)
             frames.append(clip)
             metadata.append(meta)
@@ -337,7 +379,18 @@ class VideoCascadePipeline:
             frames = torch.from_numpy(frames).permute(0, 4, 1, 2, 3).float().div(255)
         return VideoCascadeOutput(frames=frames, metadata=metadata)
 
-    def run_stages(self, clip: np.ndarray, prompt: str, seed: int, stages: dict[str, dict], meta: dict) -> np.ndarray:
+    @staticmethod
+    def _first_frames_meta(first, image, video, strength, image_method) -> dict:
+        """What the sidecar records of how the first frames were made: the input, and FreeNoise's windows."""
+        meta = {"from": "image", "image_method": image_method} if image is not None else \
+            {"from": "video", "strength": strength} if video is not None else {}
+        context = first.free_noise_context
+        if context is not None:
+            meta["context"] = {"length": context.length, "stride": context.stride, "weighting": context.weighting}
+        return meta
+
+    def run_stages(self, clip: np.ndarray, prompt: str | dict[int, str], seed: int, stages: dict[str, dict],
+                   meta: dict) -> np.ndarray:
         """One clip's uint8 frames (f, h, w, c) through the chosen later stages; each stage's settings and seconds go
         into `meta`."""
         from vidiff.pipelines.interpolate import interpolate as interpolate_frames

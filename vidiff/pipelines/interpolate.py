@@ -14,6 +14,7 @@ import torch
 from vidiff.errors import VidiffInputError
 from vidiff.io.video import check_frames
 from vidiff.models.interpolation import interpolation_mask, masked_condition
+from vidiff.pipelines.prompt_travel import prompt_at
 from vidiff.pipelines.text_to_video import TextToVideoPipeline, to_uint8
 
 
@@ -42,7 +43,7 @@ def interpolate(
     pipe: TextToVideoPipeline,
     frames: np.ndarray,
     factor: int,
-    prompt: str = "",
+    prompt: str | dict[int, str] = "",
     num_inference_steps: int = 25,
     guidance_scale: float = 1.0,
     seed: int = 0,
@@ -54,7 +55,8 @@ def interpolate(
     decode_chunk_size: int = 8,
     show_progress: bool = False,
 ) -> np.ndarray:
-    """uint8 frames (N, h, w, 3) -> uint8 frames ((N - 1) * factor + 1, h, w, 3)."""
+    """uint8 frames (N, h, w, 3) -> uint8 frames ((N - 1) * factor + 1, h, w, 3). A prompt dict {keyframe: prompt}
+    (prompt travel) gives each window the prompt in force at its middle keyframe."""
     # 1. Check inputs
     check_interpolation_inputs(frames, factor, pipe.vae_scale_factor)
     if init not in ("noise", "blend", "nearest") or not 0 < strength <= 1:
@@ -84,7 +86,7 @@ def interpolate(
             first_step = int(round(num_inference_steps * (1 - strength)))
             start = noised_guess(pipe, blend_latents(keyframes[:, first : last + 1], factor, init),
                                  num_inference_steps, first_step, generator)
-        window = pipe(prompt, num_frames=length, height=height, width=width, num_inference_steps=num_inference_steps,
+        window = pipe(prompt_at(prompt, (first + last) // 2), num_frames=length, height=height, width=width, num_inference_steps=num_inference_steps,
                       guidance_scale=guidance_scale, generator=generator, latents=start, first_step=first_step,
                       output_type="latent", show_progress=show_progress,
                       condition=masked_condition(latents, known),

@@ -25,7 +25,10 @@ from vidiff.errors import VidiffInputError
 from vidiff.model_folder import COMPONENTS, check_model_folder, component_class, component_config, vae_scale_factor
 from vidiff.models.inflate import inflate_unet
 from vidiff.models.video_unet import VideoUNet
+from vidiff.pipelines import animate, restyle
+from vidiff.pipelines.free_noise import FreeNoiseMixin
 from vidiff.pipelines.lora import VideoLoraLoaderMixin
+from vidiff.pipelines.prompt_travel import encode_travel
 from vidiff.weights import loading
 
 SCHEDULERS = {
@@ -42,11 +45,15 @@ class TextToVideoOutput(BaseOutput):
     """np: uint8 (batch, f, h, w, c); pt: float (batch, c, f, h, w) in [0, 1]; latent: (batch, c, f, h/8, w/8)."""
 
 
-class TextToVideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
+class TextToVideoPipeline(FreeNoiseMixin, DiffusionPipeline, VideoLoraLoaderMixin):
     """Prompt -> video with a `VideoUNet`, a VAE, a CLIP text encoder and tokenizer, and any diffusers scheduler.
 
-    LoRAs load as in diffusers' `AnimateDiffPipeline`: `load_lora_weights`, `set_adapters`, `fuse_lora`, ...
-    (`vidiff.pipelines.lora`)."""
+    Also: long clips through FreeNoise windows (`enable_free_noise`, vidiff.pipelines.free_noise), a prompt per
+    keyframe (`prompt={0: ..., 24: ...}`, vidiff.pipelines.prompt_travel), image to video with a masked-frame model
+    (`image=`, vidiff.pipelines.animate) and video to video (`video=`, `strength=`, vidiff.pipelines.restyle). LoRAs
+    load as in diffusers' `AnimateDiffPipeline`: `load_lora_weights`, `set_adapters`, `fuse_lora`, ...
+    (vidiff.pipelines.lora).
+    """
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
 
@@ -142,9 +149,9 @@ class TextToVideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
     @torch.no_grad()
     def __call__(
         self,
-        prompt: str | list[str],
-        negative_prompt: str | list[str] | None = None,
-        num_frames: int = 16,
+        prompt: str | list[str] | dict[int, str],
+        negative_prompt: str | list[str] | dict[int, str] | None = None,
+        num_frames: int | None = None,
         height: int | None = None,
         width: int | None = None,
         num_inference_steps: int = 25,
@@ -161,8 +168,18 @@ class TextToVideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
         first_step: int = 0,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",),
+        image=None,
+        video=None,
+        strength: float = 0.6,
+        reconstruction_guidance: float = animate.RECONSTRUCTION_GUIDANCE,
     ) -> TextToVideoOutput:
-        """Sample clips. `condition` (b, c + 1, f, h, w): for a masked-frame (interpolation) model, the known frames'
+        """Sample clips. `prompt` may be a dict {frame: prompt} (prompt travel); num_frames None: 16, or the video's.
+        image (a PIL image or uint8 (h, w, 3)): frame 0 of every clip, returned pixel for pixel, which the model
+        continues: a masked-frame model reads it as its known frame; a text-to-video model has it written into its
+        sample each step and is steered to agree with it with `reconstruction_guidance` (vidiff.pipelines.animate).
+        video (uint8 (f, h, w, 3) or a list of frames) and strength in (0, 1]: restyle the video under the prompt,
+        from its latents noised part of the way (vidiff.pipelines.restyle).
+        `condition` (b, c + 1, f, h, w): for a masked-frame (interpolation) model, the known frames'
         latents and the mask (vidiff.models.interpolation.masked_condition), read beside the noisy latents.
         replace_known: also overwrite the known frames of the sample with their own latents noised to the current
         step before every U-Net call (the replacement method of Ho et al. 2022, "Video Diffusion Models", sec. 3.1),
@@ -175,25 +192,40 @@ class TextToVideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
         sample_size = self.unet.unet.config.sample_size
         height = sample_size * self.vae_scale_factor if height is None else height
         width = sample_size * self.vae_scale_factor if width is None else width
+        image, video, num_frames = self.check_media(image, video, latents, condition, strength, num_frames, height,
+                                                    width)
         self.check_inputs(num_frames, height, width, num_inference_steps, output_type)
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = [prompt] if isinstance(prompt, (str, dict)) else list(prompt)
         device = self._execution_device
         guided = guidance_scale > 1.0
 
-        # 2. Encode prompts; negatives first, as StableDiffusionPipeline concatenates them
-        text = self.encode_prompts(prompts, negative_prompt, device, num_videos_per_prompt, guided)
+        # 2. Encode prompts; negatives first, as StableDiffusionPipeline concatenates them (one text per frame for a
+        # prompt dict)
+        text = self.encode_prompts(prompts, negative_prompt, device, num_videos_per_prompt, guided, num_frames)
 
-        # 3. Timesteps
+        # 3. Timesteps; a restyle starts part of the way down
         self.scheduler.set_timesteps(num_inference_steps, device=device)
+        if video is not None:
+            first_step = restyle.first_step(num_inference_steps, strength)
 
-        # 4. Starting noise (b, c, f, h, w)
+        # 4. Starting sample (b, c, f, h, w): noise (rescheduled for FreeNoise windows), or the noised video
         shape = (len(prompts) * num_videos_per_prompt, self.vae.config.latent_channels, num_frames,
                  height // self.vae_scale_factor, width // self.vae_scale_factor)
-        latents = self.prepare_latents(shape, generator, device, latents)
+        if video is not None:
+            latents = restyle.video_latents(self, video, shape[0], self.scheduler.timesteps[first_step], generator,
+                                            decode_chunk_size)
+        else:
+            latents = self.prepare_latents(shape, generator, device, latents)
         step_kwargs = self._step_kwargs(generator, eta)
 
-        # 5. The masked-frame condition, if the U-Net reads one
+        # 5. The masked-frame condition, if the U-Net reads one; an image is frame 0 of it, or of the sample
+        image_known = None
+        if image is not None and self.unet.unet.config.in_channels > shape[1]:
+            condition, replace_known = animate.image_condition(self, image, shape, decode_chunk_size), True
+        elif image is not None:
+            image_known = animate.image_known(self, image, shape, generator, decode_chunk_size)
         condition, known = self.prepare_condition(condition, shape, replace_known, guided, generator, device)
+        known = image_known or known
 
         # 6. Denoising loop: conditional and unconditional halves as one batch
         timesteps = self.scheduler.timesteps[first_step:]
@@ -203,7 +235,11 @@ class TextToVideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
                 known_latents, known_noise, mask = known
                 latents = torch.where(mask, self.scheduler.add_noise(known_latents, known_noise, t.reshape(1)),
                                       latents)
-            noise = self.predict_noise(latents, t, text, condition, guidance_scale if guided else None)
+            if image_known is None:
+                noise = self.predict_noise(latents, t, text, condition, guidance_scale if guided else None)
+            else:
+                noise = animate.reconstruction_guided(self, latents, t, text, guidance_scale if guided else None,
+                                                      image_known, reconstruction_guidance)
             latents = self.scheduler.step(noise, t, latents, **step_kwargs).prev_sample
             if callback_on_step_end is not None:
                 available = {"latents": latents, "noise_pred": noise, "prompt_embeds": text}
@@ -212,20 +248,47 @@ class TextToVideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
         if known is not None:
             latents = torch.where(known[2], known[0], latents)
 
-        # 7. Decode
+        # 7. Decode (to uint8 chunk by chunk: a long clip's float frames need not exist all at once); an image
+        # comes back as frame 0 as it came in
         if output_type == "latent":
             frames = latents
+        elif output_type == "np":
+            frames = np.concatenate([to_uint8(self.decode_latents(chunk, decode_chunk_size))
+                                     for chunk in latents.split(decode_chunk_size, dim=2)], axis=1)
+            if image is not None:
+                frames[:, 0] = image
         else:
             frames = self.decode_latents(latents, decode_chunk_size)
-            if output_type == "np":
-                frames = to_uint8(frames)
+            if image is not None:
+                frames[:, :, 0] = torch.from_numpy(image).to(frames).permute(2, 0, 1) / 255
         self.maybe_free_model_hooks()
         return TextToVideoOutput(frames=frames)
 
-    def encode_prompts(self, prompts: list[str], negative_prompt, device, per_prompt: int,
-                       guided: bool) -> torch.Tensor:
+    def check_media(self, image, video, latents, condition, strength, num_frames, height, width):
+        """(image as uint8 (h, w, 3) or None, video as uint8 (f, h, w, 3) or None, the clip length), checked."""
+        if image is not None and video is not None:
+            raise VidiffInputError("give an image (image to video) or a video (video to video), not both")
+        if image is not None:
+            if condition is not None:
+                raise VidiffInputError("give an image or a masked-frame condition, not both")
+            image = animate.image_array(image)
+            animate.check_size(image, height, width, "image")
+        if video is not None:
+            if latents is not None:
+                raise VidiffInputError("give a video or starting latents, not both")
+            restyle.check_strength(strength)
+            video = animate.video_array(video)
+            animate.check_size(video, height, width, "video")
+            if num_frames not in (None, len(video)):
+                raise VidiffInputError(f"num_frames={num_frames} but the video has {len(video)} frames; leave num_frames out")
+            num_frames = len(video)
+        return image, video, 16 if num_frames is None else num_frames
+
+    def encode_prompts(self, prompts: list, negative_prompt, device, per_prompt: int, guided: bool,
+                       num_frames: int = 1) -> torch.Tensor:
         """Text embeddings for a batch, each repeated `per_prompt` times. Guided: the negatives first (a string, one per
-        prompt in a list, or None for ""), as StableDiffusionPipeline concatenates them."""
+        prompt in a list, or None for ""), as StableDiffusionPipeline concatenates them. Where any prompt is a dict
+        {frame: prompt}, one text per frame: (clips * num_frames, tokens, d), clip by clip."""
         negatives = None
         if guided:
             negatives = ([negative_prompt or ""] * len(prompts) if not isinstance(negative_prompt, list)
@@ -233,12 +296,16 @@ class TextToVideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
             if len(negatives) != len(prompts):
                 raise VidiffInputError(f"{len(negatives)} negative prompts for {len(prompts)} prompts; give one per "
                                        "prompt")
+        texts = [*(negatives or []), *prompts]
+        if any(isinstance(text, dict) for text in texts):
+            return torch.cat([encode_travel(self, text, num_frames, device).repeat(per_prompt, 1, 1) for text in texts])
         return self.encode_prompt(prompts, negatives, device).repeat_interleave(per_prompt, dim=0)
 
     def prepare_latents(self, shape: tuple[int, ...], generator, device, latents: torch.Tensor | None):
         """The starting sample: noise drawn from `generator`, or the given latents, scaled by the scheduler."""
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
+            latents = self.reschedule_noise(latents, generator)  # FreeNoise: later windows reuse the first's noise
         elif tuple(latents.shape) != shape:
             raise VidiffInputError(f"latents have shape {tuple(latents.shape)}, expected {shape}")
         return latents.to(device=device, dtype=self.unet.dtype) * self.scheduler.init_noise_sigma
