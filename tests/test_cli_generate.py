@@ -141,7 +141,7 @@ def test_malformed_model_folder(tiny_sd_folder, tmp_path, capsys):
     [
         (["--height", "60"], "height=60"),
         (["--width", "-8"], "width=-8"),
-        (["--num-frames", "40"], "num_frames=40"),
+        (["--num-frames", "0"], "num_frames=0"),  # above max_frames runs in windows (test_free_noise.py)
         (["--scheduler", "plms"], "'plms'"),
         (["--steps", "0"], "steps=0"),
         (["--fps", "0"], "--fps 0"),

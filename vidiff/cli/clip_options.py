@@ -63,9 +63,9 @@ def add_cascade_options(p: argparse.ArgumentParser, num_frames: bool = True) -> 
 def window_settings(args: argparse.Namespace, model, num_frames: int, command: str) -> dict | None:
     """`enable_free_noise` options for clips of `num_frames`: windows when the clip is longer than the model's
     max_frames (said in one line on stderr) or when a window option is given; None otherwise."""
-    from vidiff.model_folder import component_config
+    from vidiff.model_folder import check_video_model
 
-    max_frames = component_config(model, "unet")["max_frames"]
+    max_frames = check_video_model(model)["max_frames"]  # a folder that is no video model: one line, exit 2
     length, stride = args.context_length, args.context_stride
     if num_frames <= max_frames and length is None and stride is None:
         return None
