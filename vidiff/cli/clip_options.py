@@ -181,7 +181,6 @@ def run_cascade(args: argparse.Namespace, model, job, stages: dict, windows: dic
     import types
 
     from vidiff.cli.common import LIBRARIES
-    from vidiff.cli.generate import load_cascade, settle_device
     from vidiff.cli.jobs import run_jobs
     from vidiff.process import import_quickly
 
@@ -196,3 +195,38 @@ def run_cascade(args: argparse.Namespace, model, job, stages: dict, windows: dic
     return run_jobs(pipe, [job], fps=fps, scheduler=args.scheduler, model=str(model), load_s=load_s, record=record,
                     overwrite=args.overwrite, interpolate=stages["interpolate"], upscale=stages["upscale"],
                     interpolate_steps=args.interpolate_steps, upscale_steps=args.upscale_steps, **call)
+
+
+def settle_device(args: argparse.Namespace):
+    """The device and dtype to run on, and torch's thread count."""
+    from vidiff.devices import pick_device, pick_dtype
+
+    device = pick_device(args.device)
+    dtype = pick_dtype(args.dtype, device)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise VidiffInputError(f"--threads {args.threads} must be at least 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return device, dtype
+
+
+def load_cascade(args: argparse.Namespace, model, stages: dict, device, dtype, state, extra_stages=()):
+    """The model's VideoCascadePipeline with the stages this run uses (and `extra_stages`), on its device, set up as
+    the flags say."""
+    from vidiff.pipelines.cascade import VideoCascadePipeline
+
+    wanted = tuple(name for name, key in (("interpolation", "interpolate"), ("upscale", "upscale"))
+                   if stages[key] > 1 or name in extra_stages)
+    pipe = VideoCascadePipeline.from_pretrained(model, torch_dtype=dtype, stages=wanted)
+    pipe.base.set_scheduler(args.scheduler)
+    if args.cpu_offload:  # the later stages stay on the CPU, sharing the base's offloaded modules
+        pipe.base.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(state.device if state.num_processes > 1 and args.device == "auto" else device)
+    pipe.base.unet.set_attention_kernel("auto")
+    if args.compile:
+        pipe.base.compile_unet()
+    pipe.set_progress_bar_config(disable=not args.progress or not state.is_local_main_process)
+    return pipe

@@ -6,7 +6,8 @@ import argparse
 import sys
 import time
 
-from vidiff.cli.clip_options import add_window_options, read_prompt_travel, window_settings
+from vidiff.cli.clip_options import (add_window_options, load_cascade, read_prompt_travel, settle_device,
+                                     window_settings)
 from vidiff.cli.common import CHECKS, LIBRARIES, add_device, add_overwrite, add_progress, model_or_default
 from vidiff.errors import VidiffInputError
 from vidiff.process import import_quickly
@@ -158,38 +159,3 @@ def check_stages(args: argparse.Namespace, model, jobs) -> dict:
                 raise VidiffInputError(f"{job.width}x{job.height} frames must be multiples of {fold} to upscale")
         upscale_settings(model, args.upscale_steps)
     return {"interpolate": factor, "upscale": scale}
-
-
-def settle_device(args: argparse.Namespace):
-    """The device and dtype to run on, and torch's thread count."""
-    from vidiff.devices import pick_device, pick_dtype
-
-    device = pick_device(args.device)
-    dtype = pick_dtype(args.dtype, device)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise VidiffInputError(f"--threads {args.threads} must be at least 1")
-        import torch
-
-        torch.set_num_threads(args.threads)
-    return device, dtype
-
-
-def load_cascade(args: argparse.Namespace, model, stages: dict, device, dtype, state, extra_stages=()):
-    """The model's VideoCascadePipeline with the stages this run uses (and `extra_stages`), on its device, set up as
-    the flags say."""
-    from vidiff.pipelines.cascade import VideoCascadePipeline
-
-    wanted = tuple(name for name, key in (("interpolation", "interpolate"), ("upscale", "upscale"))
-                   if stages[key] > 1 or name in extra_stages)
-    pipe = VideoCascadePipeline.from_pretrained(model, torch_dtype=dtype, stages=wanted)
-    pipe.base.set_scheduler(args.scheduler)
-    if args.cpu_offload:  # the later stages stay on the CPU, sharing the base's offloaded modules
-        pipe.base.enable_model_cpu_offload(device=device)
-    else:
-        pipe.to(state.device if state.num_processes > 1 and args.device == "auto" else device)
-    pipe.base.unet.set_attention_kernel("auto")
-    if args.compile:
-        pipe.base.compile_unet()
-    pipe.set_progress_bar_config(disable=not args.progress or not state.is_local_main_process)
-    return pipe

@@ -38,7 +38,7 @@ def add_parser(sub) -> None:
     p.add_argument("--dtype", default="auto", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16")
     add_device(p)
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
-    # what `vidiff.cli.generate.load_cascade` reads besides: the page picks the scheduler per request
+    # what `vidiff.cli.clip_options.load_cascade` reads besides: the page picks the scheduler per request
     p.set_defaults(func=run, scheduler="ddim", cpu_offload=False, compile=False, progress=True)
 
 
@@ -110,7 +110,7 @@ def bindable_port(host: str, port: int) -> int:
 
 def load_generator(args: argparse.Namespace, model: Path, output_dir: Path):
     """The page's `Generator` over the model's cascade, loaded as `vidiff generate` loads it, with every stage."""
-    from vidiff.cli.generate import load_cascade, settle_device
+    from vidiff.cli.clip_options import load_cascade, settle_device
 
     device, dtype = settle_device(args)
     try:
