@@ -66,6 +66,8 @@ def measure(pipe: TextToVideoPipeline, clips_per_combo: int, steps: int, guidanc
         frames = pipe(captions, num_frames=16, num_inference_steps=steps, guidance_scale=guidance,
                       generator=generators, output_type="np", show_progress=False).frames
         judged += [judge_clip(clip, text) for clip, text in zip(frames, captions)]
+        print(f"judged {len(judged)}/{len(items)} clips, {sum(r['direction'] == 'down' for r in judged)} down",
+              flush=True)
     return {
         "clips": len(judged),
         "down": float(np.mean([r["direction"] == "down" for r in judged])),

@@ -244,6 +244,8 @@ def save_lora(video: nn.Module, path: str | os.PathLike, adapter_name: str = "de
     config["target_modules"] = sorted({key.partition(".lora_")[0] for key in layers})
     path = Path(path)
     with atomic_path(path) as tmp:
+        mode = tmp.stat().st_mode  # safetensors writes a new file, private; keep the permissions atomic_path chose
         StableDiffusionLoraLoaderMixin.save_lora_weights(tmp.parent, unet_lora_layers=layers, weight_name=tmp.name,
                                                          unet_lora_adapter_metadata=config)
+        tmp.chmod(mode)
     return path
