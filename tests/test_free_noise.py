@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_CONFIGS, randomize_temporal, tiny_unet2d, video_inputs
+from conftest import TINY_CONFIGS, randomize_temporal, video_inputs
 from diffusers import AnimateDiffPipeline, MotionAdapter, StableDiffusionPipeline
 from diffusers.models.attention import FreeNoiseTransformerBlock
 from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
@@ -58,13 +58,12 @@ def test_windowed_motion_module_matches_diffusers_free_noise_block(frames, weigh
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     else:  # diffusers divides the frames only the extra last window covers by one weight for all of them
         tail = (frames - 8) % 4
-        by_frame = lambda y: y.unflatten(0, (2, frames))  # noqa: E731
-        torch.testing.assert_close(by_frame(got)[:, :-tail], by_frame(expected)[:, :-tail], atol=1e-5, rtol=1e-5)
-        assert not torch.allclose(by_frame(got)[:, -1], by_frame(expected)[:, -1], atol=1e-3)  # the last frame
+        got, expected = got.unflatten(0, (2, frames)), expected.unflatten(0, (2, frames))
+        torch.testing.assert_close(got[:, :-tail], expected[:, :-tail], atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(got[:, -1], expected[:, -1], atol=1e-3)  # the last frame
 
 
 def test_frames_only_one_window_covers_are_that_windows_output():
-    _, ours = motion_module_pair()
     context = FrameContext(8, 4, "pyramid")
     h = torch.randn(3, 29, 16)
     blended = context.blend(h, lambda x: x * 2 + x.mean(dim=1, keepdim=True))

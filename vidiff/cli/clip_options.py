@@ -7,6 +7,7 @@ Everything here checks input from the model's configs alone, before any weights 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import sys
@@ -24,6 +25,31 @@ def add_window_options(p: argparse.ArgumentParser) -> None:
                    "by themselves")
     p.add_argument("--context-stride", type=int, help=f"frames between the starts of neighbouring windows (default "
                    f"{DEFAULT_CONTEXT_STRIDE}); must be below --context-length")
+
+
+def add_lora_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lora", action="append", default=[], metavar="PATH[=SCALE]", help="a LoRA on the base model at "
+                   "SCALE (default 1.0): a diffusers / peft .safetensors file or folder, a kohya / A1111 SD LoRA, or "
+                   "an AnimateDiff MotionLoRA .ckpt. Repeat it to mix several; the sidecar records each one's path, "
+                   "sha256 and scale")
+
+
+def check_loras(args: argparse.Namespace) -> tuple[list, dict]:
+    """`--lora` as `[(path, scale)]`, and what the sidecar records of them (`{}` without LoRAs); the files are hashed
+    here, their contents are checked against the model when it is loaded."""
+    if not args.lora:
+        return [], {}
+    from vidiff.pipelines.lora import lora_record, parse_lora_spec
+
+    specs = []
+    for spec in args.lora:
+        try:
+            specs.append(parse_lora_spec(spec))
+        except FileNotFoundError as error:
+            raise VidiffInputError(f"--lora {spec}: {error}; give the path of a LoRA file") from None
+        except ValueError as error:
+            raise VidiffInputError(f"--lora {error}") from None
+    return specs, {"loras": [lora_record(path, scale) for path, scale in specs]}
 
 
 def add_cascade_options(p: argparse.ArgumentParser, num_frames: bool = True) -> None:
@@ -52,6 +78,7 @@ def add_cascade_options(p: argparse.ArgumentParser, num_frames: bool = True) -> 
                    "super-resolution stage (default: the model's cascade.json; 1: off)")
     p.add_argument("--upscale-steps", type=int, help="denoising steps of the upscaler")
     add_window_options(p)
+    add_lora_option(p)
     p.add_argument("--dtype", default="auto", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16")
     add_device(p)
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
@@ -175,8 +202,8 @@ def plan_job(args: argparse.Namespace, model, prompt: str, num_frames: int, heig
 
 def run_cascade(args: argparse.Namespace, model, job, stages: dict, windows: dict | None, fps: float,
                 extra_stages: tuple[str, ...] = (), record: dict | None = None, **call) -> list[Path]:
-    """Load the cascade, switch FreeNoise windows on if asked, make the clip with `call` (image=, video=, ...) and
-    write it with its sidecar, as `vidiff generate` does."""
+    """Load the cascade (with `--lora`), switch FreeNoise windows on if asked, make the clip with `call` (image=,
+    video=, ...) and write it with its sidecar, as `vidiff generate` does."""
     import time
     import types
 
@@ -185,14 +212,16 @@ def run_cascade(args: argparse.Namespace, model, job, stages: dict, windows: dic
     from vidiff.process import import_quickly
 
     device, dtype = settle_device(args)
+    loras, lora_record = check_loras(args)
     import_quickly(LIBRARIES)
     load_start = time.perf_counter()
     single = types.SimpleNamespace(num_processes=1, is_local_main_process=True, device=device)
-    pipe = load_cascade(args, model, stages, device, dtype, single, extra_stages)
+    pipe = load_cascade(args, model, stages, device, dtype, single, extra_stages, loras)
     if windows:
         pipe.enable_free_noise(**windows)
     load_s = time.perf_counter() - load_start
-    return run_jobs(pipe, [job], fps=fps, scheduler=args.scheduler, model=str(model), load_s=load_s, record=record,
+    return run_jobs(pipe, [job], fps=fps, scheduler=args.scheduler, model=str(model), load_s=load_s,
+                    record={**(record or {}), **lora_record},
                     overwrite=args.overwrite, interpolate=stages["interpolate"], upscale=stages["upscale"],
                     interpolate_steps=args.interpolate_steps, upscale_steps=args.upscale_steps, **call)
 
@@ -212,20 +241,42 @@ def settle_device(args: argparse.Namespace):
     return device, dtype
 
 
-def load_cascade(args: argparse.Namespace, model, stages: dict, device, dtype, state, extra_stages=()):
+@contextlib.contextmanager
+def loading_bars(shown: bool):
+    """diffusers' and transformers' own loading bars, off while loading under --no-progress."""
+    import diffusers
+    import transformers
+
+    was = diffusers.utils.logging.is_progress_bar_enabled(), transformers.utils.logging.is_progress_bar_enabled()
+    if not shown:
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for library, enabled in zip((diffusers, transformers), was):
+            if enabled:
+                library.utils.logging.enable_progress_bar()
+
+
+def load_cascade(args: argparse.Namespace, model, stages: dict, device, dtype, state, extra_stages=(), loras=()):
     """The model's VideoCascadePipeline with the stages this run uses (and `extra_stages`), on its device, set up as
-    the flags say."""
+    the flags say, with `loras` (`[(path, scale)]`) active on the base model."""
     from vidiff.pipelines.cascade import VideoCascadePipeline
+    from vidiff.pipelines.lora import load_loras
 
     wanted = tuple(name for name, key in (("interpolation", "interpolate"), ("upscale", "upscale"))
                    if stages[key] > 1 or name in extra_stages)
-    pipe = VideoCascadePipeline.from_pretrained(model, torch_dtype=dtype, stages=wanted)
+    with loading_bars(args.progress):
+        pipe = VideoCascadePipeline.from_pretrained(model, torch_dtype=dtype, stages=wanted)
     pipe.base.set_scheduler(args.scheduler)
     if args.cpu_offload:  # the later stages stay on the CPU, sharing the base's offloaded modules
         pipe.base.enable_model_cpu_offload(device=device)
     else:
         pipe.to(state.device if state.num_processes > 1 and args.device == "auto" else device)
     pipe.base.unet.set_attention_kernel("auto")
+    if loras:  # a file that does not fit the model is a VidiffInputError, and nothing of it stays loaded
+        load_loras(pipe.base, loras)
     if args.compile:
         pipe.base.compile_unet()
     pipe.set_progress_bar_config(disable=not args.progress or not state.is_local_main_process)

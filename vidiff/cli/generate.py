@@ -6,8 +6,8 @@ import argparse
 import sys
 import time
 
-from vidiff.cli.clip_options import (add_window_options, load_cascade, read_prompt_travel, settle_device,
-                                     window_settings)
+from vidiff.cli.clip_options import (add_lora_option, add_window_options, check_loras, load_cascade,
+                                     read_prompt_travel, settle_device, window_settings)
 from vidiff.cli.common import CHECKS, LIBRARIES, add_device, add_overwrite, add_progress, model_or_default
 from vidiff.errors import VidiffInputError
 from vidiff.process import import_quickly
@@ -34,6 +34,7 @@ def add_parser(sub) -> None:
     p.add_argument("--num-frames", type=int, default=16, help="frames per clip (default 16); above the model's "
                    "max_frames the clip is sampled in sliding windows (FreeNoise)")
     add_window_options(p)
+    add_lora_option(p)
     p.add_argument("--height", type=int, help="frame height in pixels (default: the model's)")
     p.add_argument("--width", type=int, help="frame width in pixels (default: the model's)")
     p.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     # 1. Check everything that can be checked without loading a model
     model, jobs, stages, windows = check_inputs(args)
     device, dtype = settle_device(args)
+    loras, lora_record = check_loras(args)
 
     # 2. Load the cascade
     import_quickly(LIBRARIES)
@@ -79,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
     state = PartialState()
     load_start = time.perf_counter()
-    pipe = load_cascade(args, model, stages, device, dtype, state)
+    pipe = load_cascade(args, model, stages, device, dtype, state, loras=loras)
     if windows:
         pipe.enable_free_noise(**windows)
     load_s = time.perf_counter() - load_start
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
                        process_index=state.process_index, num_processes=state.num_processes, load_s=load_s,
                        interpolate=stages["interpolate"], upscale=stages["upscale"],
                        interpolate_steps=args.interpolate_steps, upscale_steps=args.upscale_steps,
-                       overwrite=args.overwrite)
+                       overwrite=args.overwrite, record=lora_record)
     for path in written:
         print(f"wrote {path}")
     print(f"{len(written)} clip(s) in {time.perf_counter() - start:.1f} s", file=sys.stderr)

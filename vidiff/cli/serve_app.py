@@ -243,11 +243,12 @@ class Generator:
         # 3. List it, and show it
         return self.outputs(self.results.add(clip))
 
-    def write(self, progress, frames, path, fps, metadata) -> Path:
-        """`run_jobs`' writer: the MP4 with its sidecar, then a GIF beside it, each written atomically."""
+    def write(self, progress, frames, path, fps, metadata, overwrite=False) -> Path:
+        """`run_jobs`' writer: the MP4 with its sidecar, then a GIF beside it, each written atomically (each request
+        has its own names, so nothing is replaced unless `overwrite`)."""
         progress(1, desc="writing MP4 and GIF")
-        path = write_video(frames, path, fps=fps, metadata=metadata)
-        write_video(frames, Path(path).with_suffix(".gif"), fps=fps)
+        path = write_video(frames, path, fps=fps, metadata=metadata, overwrite=overwrite)
+        write_video(frames, Path(path).with_suffix(".gif"), fps=fps, overwrite=overwrite)
         return path
 
     def restore(self, evt: gr.SelectData):

@@ -32,6 +32,7 @@ from safetensors import safe_open
 from torch import nn
 
 from vidiff.atomic import atomic_path
+from vidiff.errors import VidiffInputError
 from vidiff.models.motion_adapter import ORIGINAL_TO_VIDIFF, PICKLE_SUFFIXES, load_weights_file
 
 # The layouts a LoRA file may use, for messages about files that fit none of them.
@@ -64,14 +65,14 @@ def read_lora_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], di
         files = sorted(path.glob("*.safetensors"))
         preferred = [p for p in files if p.name == "pytorch_lora_weights.safetensors"]
         if not preferred and len(files) != 1:
-            raise ValueError(f"{path} holds {len(files)} .safetensors files; name the LoRA file itself")
+            raise VidiffInputError(f"{path} holds {len(files)} .safetensors files; name the LoRA file itself")
         path = (preferred or files)[0]
     if not path.is_file():
         raise FileNotFoundError(f"LoRA file not found: {path}")
     if path.suffix in PICKLE_SUFFIXES:
         return load_weights_file(path), None
     if path.suffix != ".safetensors":
-        raise ValueError(f"{path}: unknown LoRA format {path.suffix!r}; use .safetensors or .ckpt/.pt/.bin")
+        raise VidiffInputError(f"{path}: unknown LoRA format {path.suffix!r}; use .safetensors or .ckpt/.pt/.bin")
     with safe_open(path, framework="pt") as f:
         raw = (f.metadata() or {}).get(LORA_METADATA_KEY)
         tensors = {k: f.get_tensor(k) for k in f.keys()}
@@ -131,7 +132,7 @@ def fit_unet_lora(
         _check_widths(modules[target], target, parameter, value, source)
         renamed[f"unet.{target}.lora_{parameter}"] = value
     if unmatched:
-        raise ValueError(f"{source}: {len(unmatched)} of its {len(peft_state)} U-Net LoRA keys name no layer of this "
+        raise VidiffInputError(f"{source}: {len(unmatched)} of its {len(peft_state)} U-Net LoRA keys name no layer of this "
                          f"model, e.g. {', '.join(sorted(unmatched)[:3])}; expected {EXPECTED_LAYOUT}")
     if network_alphas:
         network_alphas = {
@@ -151,7 +152,7 @@ def fit_text_encoder_lora(text_encoder: nn.Module, state: dict[str, torch.Tensor
         peft_state = convert_state_dict_to_peft(convert_state_dict_to_diffusers(
             {k[len("text_encoder."):]: v for k, v in state.items()}))
     except ValueError:
-        raise ValueError(f"{source}: its text-encoder keys are in no LoRA layout diffusers reads, e.g. "
+        raise VidiffInputError(f"{source}: its text-encoder keys are in no LoRA layout diffusers reads, e.g. "
                          f"{', '.join(sorted(state)[:3])}; expected {EXPECTED_LAYOUT}") from None
     if not hasattr(text_encoder, "text_model"):  # transformers 5 flattened CLIPTextModel, as diffusers handles it
         peft_state = {k.removeprefix("text_model."): v for k, v in peft_state.items()}
@@ -164,7 +165,7 @@ def fit_text_encoder_lora(text_encoder: nn.Module, state: dict[str, torch.Tensor
         else:
             _check_widths(modules[module_name], f"text_encoder.{module_name}", parameter, value, source)
     if unmatched:
-        raise ValueError(f"{source}: {len(unmatched)} of its {len(peft_state)} text-encoder LoRA keys name no layer "
+        raise VidiffInputError(f"{source}: {len(unmatched)} of its {len(peft_state)} text-encoder LoRA keys name no layer "
                          f"of this text encoder, e.g. {', '.join(sorted(unmatched)[:3])}; expected {EXPECTED_LAYOUT}")
 
 
@@ -176,14 +177,14 @@ def _check_widths(module: nn.Module, name: str, parameter: str, value: torch.Ten
     elif isinstance(base, nn.Conv2d):
         widths = (base.in_channels, base.out_channels)
     else:
-        raise ValueError(f"{source}: {name} is a {type(base).__name__}, which takes no LoRA here; LoRAs go on "
+        raise VidiffInputError(f"{source}: {name} is a {type(base).__name__}, which takes no LoRA here; LoRAs go on "
                          "linear and 2-D convolution layers")
     if parameter.startswith("A.") and value.shape[1] != widths[0]:
-        raise ValueError(f"{source}: the LoRA for {name} was made for other widths: its lora_A has shape "
+        raise VidiffInputError(f"{source}: the LoRA for {name} was made for other widths: its lora_A has shape "
                          f"{tuple(value.shape)} (input width {value.shape[1]}), the layer takes {widths[0]} -> "
                          f"{widths[1]}; use a LoRA made for this base model")
     if parameter.startswith("B.") and value.shape[0] != widths[1]:
-        raise ValueError(f"{source}: the LoRA for {name} was made for other widths: its lora_B has shape "
+        raise VidiffInputError(f"{source}: the LoRA for {name} was made for other widths: its lora_B has shape "
                          f"{tuple(value.shape)} (output width {value.shape[0]}), the layer takes {widths[0]} -> "
                          f"{widths[1]}; use a LoRA made for this base model")
 
@@ -217,14 +218,14 @@ def add_lora(video: nn.Module, rank: int = 8, alpha: float | None = None, target
     from peft import LoraConfig
 
     if targets not in LORA_TARGETS:
-        raise ValueError(f"lora_targets={targets!r}; choose one of {', '.join(LORA_TARGETS)}")
+        raise VidiffInputError(f"lora_targets={targets!r}; choose one of {', '.join(LORA_TARGETS)}")
     config = LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=LORA_TARGETS[targets])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         video.add_adapter(config, adapter_name=adapter_name)
     params = {n: p for n, p in video.named_parameters() if ".lora_" in n and f".{adapter_name}." in n}
     if not params:
-        raise ValueError(f"this model has no layers for lora_targets={targets!r} (no attention there)")
+        raise VidiffInputError(f"this model has no layers for lora_targets={targets!r} (no attention there)")
     return params
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from diffusers.loaders import StableDiffusionLoraLoaderMixin
 
+from vidiff.errors import VidiffInputError
 from vidiff.models.lora import (fit_text_encoder_lora, fit_unet_lora, from_animatediff, is_animatediff_motion_lora,
                                  read_lora_file)
 
@@ -45,14 +46,14 @@ class VideoLoraLoaderMixin(StableDiffusionLoraLoaderMixin):
             source = str(pretrained_model_name_or_path_or_dict)
             state, metadata = read_lora_file(pretrained_model_name_or_path_or_dict)
         if not state:
-            raise ValueError(f"{source} holds no tensors; expected a LoRA")
+            raise VidiffInputError(f"{source} holds no tensors; expected a LoRA")
 
         # 2. Convert: AnimateDiff's MotionLoRA names to diffusers'; kohya / A1111 by diffusers' lora_state_dict
         if is_animatediff_motion_lora(state):
             state = from_animatediff(state)
         if not all("lora" in key for key in state):  # what diffusers checks, with the keys named
             strays = sorted(key for key in state if "lora" not in key)
-            raise ValueError(f"{source} is not a LoRA: {len(strays)} keys name no LoRA weight, e.g. "
+            raise VidiffInputError(f"{source} is not a LoRA: {len(strays)} keys name no LoRA weight, e.g. "
                              f"{', '.join(strays[:3])}")
         state, network_alphas = self.lora_state_dict(state, **kwargs)
 
@@ -61,7 +62,7 @@ class VideoLoraLoaderMixin(StableDiffusionLoraLoaderMixin):
         text_state = {k: v for k, v in state.items() if k.startswith(f"{self.text_encoder_name}.")}
         strays = sorted(state.keys() - unet_state.keys() - text_state.keys())
         if strays:
-            raise ValueError(f"{source}: {len(strays)} LoRA keys are for no part of this pipeline (it has a unet "
+            raise VidiffInputError(f"{source}: {len(strays)} LoRA keys are for no part of this pipeline (it has a unet "
                              f"and a text_encoder), e.g. {', '.join(strays[:3])}")
         unet = getattr(self.unet, "_orig_mod", self.unet)  # through torch.compile's wrapper
         unet_state, unet_alphas, unet_metadata = fit_unet_lora(unet, unet_state, network_alphas, metadata, source)
@@ -71,7 +72,7 @@ class VideoLoraLoaderMixin(StableDiffusionLoraLoaderMixin):
         if adapter_name is None:  # one name for both parts
             adapter_name = next(f"default_{i}" for i in range(len(in_use) + 1) if f"default_{i}" not in in_use)
         elif adapter_name in in_use:
-            raise ValueError(f"adapter name {adapter_name!r} is already loaded; choose another, or unload it first")
+            raise VidiffInputError(f"adapter name {adapter_name!r} is already loaded; choose another, or unload it first")
 
         # 4. Load through diffusers (each part with its own recorded LoraConfig, if the file has one); if the text
         #    encoder's part fails, the U-Net's is taken out again
@@ -99,7 +100,7 @@ class VideoLoraLoaderMixin(StableDiffusionLoraLoaderMixin):
             parts = weight if isinstance(weight, dict) else {"": weight}
             for part, value in parts.items():
                 if part and part not in self._lora_loadable_modules:
-                    raise ValueError(f"adapter weight for {name!r} names {part!r}; name unet or text_encoder")
+                    raise VidiffInputError(f"adapter weight for {name!r} names {part!r}; name unet or text_encoder")
                 if value is not None:
                     check_scale(value, f"adapter weight for {name!r}{f' ({part})' if part else ''}")
         super().set_adapters(names, weights)
@@ -116,7 +117,7 @@ def _part(metadata: dict[str, Any] | None, prefix: str) -> dict[str, Any] | None
 def check_scale(value: Any, what: str = "LoRA scale") -> float:
     """A LoRA scale must be a finite number (bool is not); returns it as a float."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{what} {value!r} is not a finite number; give e.g. 0.8")
+        raise VidiffInputError(f"{what} {value!r} is not a finite number; give e.g. 0.8")
     return float(value)
 
 
@@ -129,7 +130,7 @@ def parse_lora_spec(spec: str) -> tuple[Path, float]:
     try:
         value = float(scale)
     except ValueError:
-        raise ValueError(f"LoRA scale {scale!r} in {spec!r} is not a number; write PATH=SCALE, e.g. "
+        raise VidiffInputError(f"LoRA scale {scale!r} in {spec!r} is not a number; write PATH=SCALE, e.g. "
                          f"{path}=0.8") from None
     check_scale(value, f"LoRA scale in {spec!r}:")
     if not Path(path).exists():
