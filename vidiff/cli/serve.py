@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from vidiff.cli.common import CHECKS, LIBRARIES, add_device, model_or_default
+from vidiff.errors import VidiffInputError
 from vidiff.process import import_quickly
 
 DEFAULT_OUTPUT_DIR = "vidiff-serve"
@@ -78,14 +79,14 @@ def check_inputs(args: argparse.Namespace) -> tuple[Path, Path, int]:
     model = model_or_default(args.model)
     check_video_model(model)
     if args.max_queue < 1:
-        raise ValueError(f"--max-queue {args.max_queue} must be at least 1")
+        raise VidiffInputError(f"--max-queue {args.max_queue} must be at least 1")
     if not args.max_upload_mb > 0:
-        raise ValueError(f"--max-upload-mb {args.max_upload_mb} must be positive")
+        raise VidiffInputError(f"--max-upload-mb {args.max_upload_mb} must be positive")
     if not 0 <= args.port <= 65535:
-        raise ValueError(f"--port {args.port} must be within 0..65535 (0: any free port)")
+        raise VidiffInputError(f"--port {args.port} must be within 0..65535 (0: any free port)")
     output_dir = Path(args.output_dir).resolve()
     if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"--output-dir {args.output_dir} is a file, not a folder")
+        raise VidiffInputError(f"--output-dir {args.output_dir} is a file, not a folder")
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -96,7 +97,7 @@ def check_inputs(args: argparse.Namespace) -> tuple[Path, Path, int]:
 
 
 def bindable_port(host: str, port: int) -> int:
-    """`port` (or, for 0, one the operating system picks) if `host` can listen on it now; ValueError if not."""
+    """`port` (or, for 0, one the operating system picks) if `host` can listen on it now; VidiffInputError if not."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -104,8 +105,8 @@ def bindable_port(host: str, port: int) -> int:
             probe.bind((host, port))
             return probe.getsockname()[1]
     except OSError as error:
-        raise ValueError(f"cannot listen on {host} port {port} ({error.strerror}); pick another --port (0: any "
-                         "free one) or --host") from None
+        raise VidiffInputError(f"cannot listen on {host} port {port} ({error.strerror}); pick another --port "
+                               "(0: any free one) or --host") from None
 
 
 def load_generator(args: argparse.Namespace, model: Path, output_dir: Path):
@@ -118,7 +119,7 @@ def load_generator(args: argparse.Namespace, model: Path, output_dir: Path):
     except ImportError as error:
         if error.name != "gradio":
             raise
-        raise ValueError("vidiff serve needs gradio; install it with: pip install 'vidiff[serve]'") from None
+        raise VidiffInputError("vidiff serve needs gradio; install it with: pip install 'vidiff[serve]'") from None
     from accelerate import PartialState
 
     from vidiff.cli.serve_app import Generator

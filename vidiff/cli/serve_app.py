@@ -24,6 +24,7 @@ import gradio as gr
 from vidiff.cli.common import INPUT_ERRORS
 from vidiff.cli.jobs import SCHEDULER_NAMES, Job, assign_seeds_and_outputs, check_model_settings, run_jobs
 from vidiff.io.video import sidecar_path, write_video
+from vidiff.errors import VidiffInputError
 from vidiff.model_folder import read_json
 from vidiff.pipelines.cascade import upscaler_geometry
 
@@ -179,15 +180,15 @@ class Generator:
     def check(self, prompt, negative_prompt=None, seed=None, num_frames=None, steps=None, guidance=None,
               scheduler=None, interpolate=None, upscale=None, height=None, width=None) -> tuple[Job, str, dict]:
         """(a `vidiff generate` job with its seed and output path, the scheduler, the stage settings) for a request,
-        every value checked against the model; None takes the page's default (a random seed). A ValueError names
+        every value checked against the model; None takes the page's default (a random seed). A VidiffInputError names
         the problem."""
         d = self.defaults
         prompt = (prompt or "").strip()
         if not prompt:
-            raise ValueError("the prompt is empty; describe the clip, e.g. 'a red circle moving right'")
+            raise VidiffInputError("the prompt is empty; describe the clip, e.g. 'a red circle moving right'")
         scheduler = scheduler or SCHEDULER_NAMES[0]
         if scheduler not in SCHEDULER_NAMES:
-            raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
+            raise VidiffInputError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
         seed = _seed(seed)
         num_frames, steps, interpolate, upscale, height, width = (
             _whole(name, default if value is None else value)
@@ -196,10 +197,10 @@ class Generator:
                                          ("upscale", upscale, d.upscale), ("height", height, d.size),
                                          ("width", width, d.size)))
         if not 1 <= steps <= MAX_STEPS:
-            raise ValueError(f"steps {steps} must be within 1..{MAX_STEPS}")
+            raise VidiffInputError(f"steps {steps} must be within 1..{MAX_STEPS}")
         guidance = d.guidance if guidance is None else guidance
         if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not 0 <= guidance < math.inf:
-            raise ValueError(f"guidance {guidance!r} must be a number of at least 0")
+            raise VidiffInputError(f"guidance {guidance!r} must be a number of at least 0")
         job = Job(prompt=prompt, negative_prompt=(negative_prompt or "").strip() or None, num_frames=num_frames,
                   height=height, width=width, steps=steps, guidance=float(guidance))
         stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -208,9 +209,9 @@ class Generator:
         check_model_settings(self.model, [job])
         self.pipe.stage_settings(interpolate, upscale)
         if interpolate > 1 and num_frames < 2:
-            raise ValueError("interpolation needs at least 2 frames; raise the frames or turn interpolation off")
+            raise VidiffInputError("interpolation needs at least 2 frames; raise the frames or turn interpolation off")
         if upscale > 1 and (height % self.fold or width % self.fold):
-            raise ValueError(f"{width}x{height} frames must be multiples of {self.fold} to upscale")
+            raise VidiffInputError(f"{width}x{height} frames must be multiples of {self.fold} to upscale")
         return job, scheduler, {"interpolate": interpolate, "upscale": upscale}
 
     def generate(self, prompt, negative_prompt=None, seed=None, num_frames=None, steps=None, guidance=None,
@@ -275,7 +276,7 @@ class Generator:
 def _whole(name: str, value) -> int:
     """A whole number from the page (its sliders send floats)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
-        raise ValueError(f"{name} {value!r} must be a whole number")
+        raise VidiffInputError(f"{name} {value!r} must be a whole number")
     return int(value)
 
 
@@ -287,9 +288,9 @@ def _seed(value) -> int | None:
     try:
         seed = int(text)
     except ValueError:
-        raise ValueError(f"seed {text!r} must be a whole number, or blank for a random one") from None
+        raise VidiffInputError(f"seed {text!r} must be a whole number, or blank for a random one") from None
     if not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"seed {seed} must be within 0..{MAX_SEED}, or blank for a random one")
+        raise VidiffInputError(f"seed {seed} must be within 0..{MAX_SEED}, or blank for a random one")
     return seed
 
 
