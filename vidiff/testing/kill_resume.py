@@ -94,10 +94,11 @@ def run(args: list[str], events: Path, kill: Kill | None = None, steps_left: int
     try:
         while kill is not None and child.poll() is None and time.monotonic() < deadline:
             lines = events.read_text().splitlines()
-            if kill.in_checkpoint and any(line.startswith("checkpoint") for line in lines):
-                step = int(next(line for line in lines if line.startswith("checkpoint")).split()[1])
-                if step >= kill.from_step:
-                    killed = f"inside the write of the step-{step} checkpoint"
+            written = [int(line.split()[1]) for line in lines if line.startswith("checkpoint")]
+            if kill.in_checkpoint and any(step >= kill.from_step for step in written):
+                # the child waits in the first checkpoint at or after from_step (earlier ones it wrote whole)
+                step = next(step for step in written if step >= kill.from_step)
+                killed = f"inside the write of the step-{step} checkpoint"
             elif not kill.in_checkpoint and lines.count("step") >= at_step:
                 time.sleep(kill.delay_s)
                 killed = f"{kill.delay_s:.2f} s into step {at_step} of the {steps_left} this run had left"
