@@ -19,6 +19,7 @@ from gradio_client.utils import QueueError, Status  # noqa: E402
 
 from vidiff.cli import build_parser, main  # noqa: E402
 from vidiff.cli import serve as serve_command  # noqa: E402
+from vidiff.cli.serve_app import INPUT_NAMES  # noqa: E402
 from vidiff.io.video import read_video  # noqa: E402
 from vidiff.model_folder import default_model  # noqa: E402
 from vidiff.testing.server import serve  # noqa: E402
@@ -111,14 +112,75 @@ def test_the_gallery_lists_results_and_a_click_restores_their_settings(generator
     assert restarted.gallery() == generator.results.gallery()
     click = gr.SelectData(None, {"index": 0, "value": {"image": {"path": "/elsewhere/x.gif", "orig_name": gif.name},
                                                        "caption": ""}})
-    restored = dict(zip(("prompt", "negative_prompt", "seed", "num_frames", "steps", "guidance", "scheduler",
-                         "interpolate", "upscale", "height", "width", "clip"), generator.restore(click)))
+    restored = dict(zip((*INPUT_NAMES, "clip"), generator.restore(click)))
     assert restored == {"prompt": "a blue square moving left", "negative_prompt": "blur", "seed": str(seed),
                         "num_frames": 4, "steps": 2, "guidance": 2.5, "scheduler": "euler", "interpolate": 1,
-                        "upscale": 1, "height": 64, "width": 64, "clip": clip}
+                        "upscale": 1, "height": 64, "width": 64, "lora": "none", "lora_scale": 1.0, "image": None,
+                        "video": None, "strength": 0.6, "clip": clip}
     unknown = gr.SelectData(None, {"index": 0, "value": {"image": {"path": "/etc/passwd"}}})
     with pytest.raises(gr.Error, match="not on this server"):
         generator.restore(unknown)
+
+
+def test_the_servers_loras_images_and_videos_make_the_clips_the_commands_make(tmp_path, capsys):
+    """A LoRA the server offers (the shipped pan-down MotionLoRA), an uploaded image and an uploaded video give the
+    clips `vidiff generate --lora`, `vidiff animate` and `vidiff restyle` give, byte for byte, with their records."""
+    import vidiff
+    from PIL import Image
+
+    from vidiff.data.shapes import render_clip
+    from vidiff.io.video import write_video
+
+    lora = Path(vidiff.__file__).parent / "assets" / "examples" / "pan-down-lora.safetensors"
+    args = build_parser().parse_args(["serve", "--output-dir", str(tmp_path / "served"), "--threads", "1",
+                                      "--lora", f"{lora}=0.5"])
+    model, output_dir, _ = serve_command.check_inputs(args)
+    served = serve_command.load_generator(args, model, output_dir)
+    assert list(served.loras) == ["pan-down-lora"]
+    cli = ["--seed", "3", "--num-frames", "4", "--steps", "2", "--interpolate", "1", "--upscale", "1",
+           "--threads", "1", "--no-progress"]
+    small = dict(seed=3, num_frames=4, steps=2, interpolate=1, upscale=1)
+
+    def same_clip(page_clip, command):
+        assert main(command) == 0
+        out = Path(command[command.index("-o") + 1])
+        assert Path(page_clip).read_bytes() == out.read_bytes()
+        return sidecar(page_clip), sidecar(out)
+
+    # a LoRA at the page's scale, then none (the base's clip again), then at its default
+    page, made = same_clip(served.generate("a blue square moving left", lora="pan-down-lora", lora_scale=0.8,
+                                           **small)[0],
+                           ["generate", "a blue square moving left", "-o", str(tmp_path / "lora.mp4"), *cli,
+                            "--lora", f"{lora}=0.8"])
+    assert page["loras"] == [{"name": "pan-down-lora", **made["loras"][0]}] and made["loras"][0]["scale"] == 0.8
+    page, made = same_clip(served.generate("a blue square moving left", lora="none", **small)[0],
+                           ["generate", "a blue square moving left", "-o", str(tmp_path / "none.mp4"), *cli])
+    assert "loras" not in page
+    assert sidecar(served.generate("a blue square moving left", lora="pan-down-lora", **small)[0])["loras"][0][
+        "scale"] == 0.5
+    with pytest.raises(gr.Error, match="unknown LoRA '../x.safetensors'; this server offers pan-down-lora"):
+        served.generate("a blue square moving left", lora="../x.safetensors", **small)
+
+    # an image to animate, and a video to restyle
+    first = render_clip("green", "triangle", "up", num_frames=1, size=64, seed=0)[0]
+    image = tmp_path / "first.png"
+    Image.fromarray(first).save(image)
+    same_clip(served.generate("a green triangle moving up", image=first, **small)[0],
+              ["animate", str(image), "a green triangle moving up", "-o", str(tmp_path / "animated.mp4"), *cli])
+    source = tmp_path / "source.mp4"
+    write_video(render_clip("red", "circle", "right", num_frames=4, size=64, seed=1), source, fps=8)
+    small.pop("num_frames")
+    page, made = same_clip(served.generate("a blue circle moving right", video=str(source), strength=0.7, **small)[0],
+                           ["restyle", str(source), "a blue circle moving right", "--strength", "0.7", "-o",
+                            str(tmp_path / "restyled.mp4"), *[c for c in cli if c not in ("--num-frames", "4")]])
+    assert page["strength"] == 0.7 and page["num_frames"] == made["num_frames"] == 4
+    with pytest.raises(gr.Error, match="the uploaded image is 32x32 but the clip is 64x64"):
+        served.generate("x", image=first[:32, :32], **small)
+    with pytest.raises(gr.Error, match="not both"):
+        served.generate("x", image=first, video=str(source), **small)
+    (tmp_path / "not-a-video.mp4").write_bytes(b"not a video")
+    with pytest.raises(gr.Error, match="the uploaded video could not be read"):
+        served.generate("x", video=str(tmp_path / "not-a-video.mp4"), **small)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -178,7 +240,8 @@ def test_the_api_takes_the_models_defaults_refuses_bad_input_and_paths(server):
     assert parameters[0]["parameter_name"] == "prompt" and not parameters[0]["parameter_has_default"]
     defaults = {p["parameter_name"]: p["parameter_default"] for p in parameters[1:] if p["parameter_has_default"]}
     assert defaults == {"negative_prompt": "", "seed": "", "num_frames": 16, "steps": 25, "guidance": 1.5,
-                        "scheduler": "ddim", "interpolate": 4, "upscale": 2, "height": 64, "width": 64}
+                        "scheduler": "ddim", "interpolate": 4, "upscale": 2, "height": 64, "width": 64,
+                        "lora": "none", "lora_scale": 1.0, "image": None, "video": None, "strength": 0.6}
     with pytest.raises(AppError, match="the prompt is empty"):
         client.predict("", api_name="/generate")
     with pytest.raises(AppError, match="17 is greater than maximum value 16"):

@@ -36,6 +36,8 @@ def add_parser(sub) -> None:
                    f"{DEFAULT_OUTPUT_DIR}/ in the working directory)")
     p.add_argument("--max-upload-mb", type=float, default=64, help="largest upload the server accepts, in MB "
                    "(default 64)")
+    p.add_argument("--lora", action="append", default=[], metavar="PATH[=SCALE]", help="a LoRA the page offers, by "
+                   "its file name, at SCALE by default (1.0); repeatable. Users pick among these, never a path")
     p.add_argument("--dtype", default="auto", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16")
     add_device(p)
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
@@ -93,6 +95,9 @@ def check_inputs(args: argparse.Namespace) -> tuple[Path, Path, int]:
         raise PermissionError(f"cannot make --output-dir {args.output_dir} ({error.strerror})") from None
     if not os.access(output_dir, os.W_OK):
         raise PermissionError(f"cannot write to --output-dir {args.output_dir}")
+    from vidiff.cli.clip_options import check_loras
+
+    args.lora_specs, _ = check_loras(args)
     return model, output_dir, bindable_port(args.host, args.port)
 
 
@@ -127,4 +132,5 @@ def load_generator(args: argparse.Namespace, model: Path, output_dir: Path):
     start = time.perf_counter()
     every_stage = {"interpolate": 2, "upscale": 2}  # load_cascade loads each stage the model has that these use
     pipe = load_cascade(args, model, every_stage, device, dtype, PartialState())
-    return Generator(pipe, model, output_dir, load_s=time.perf_counter() - start)
+    return Generator(pipe, model, output_dir, load_s=time.perf_counter() - start,
+                     loras=getattr(args, "lora_specs", ()))

@@ -4,8 +4,10 @@ Every request goes through `vidiff.cli.jobs.run_jobs`, the function `vidiff gene
 and one made on the command line with the same settings and seed are the same clip with the same sidecar. Requests
 wait in Gradio's queue and reach the model one at a time (the pipeline and its scheduler are shared).
 
-What a user can send is values, never paths: the page's inputs are text and numbers, a gallery click is looked up by
-name among this server's own results, and Gradio serves files only from its cache and the output folder.
+What a user can send is values and uploads, never paths: the page's inputs are text, numbers, a LoRA chosen by name
+among those the server was started with, and an image or video uploaded into Gradio's cache (at most
+--max-upload-mb); a gallery click is looked up by name among this server's own results, and Gradio serves files only
+from its cache and the output folder.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from functools import partial
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 
 from vidiff.cli.common import INPUT_ERRORS
 from vidiff.cli.jobs import SCHEDULER_NAMES, Job, assign_seeds_and_outputs, check_model_settings, run_jobs
@@ -27,6 +30,7 @@ from vidiff.io.video import sidecar_path, write_video
 from vidiff.errors import VidiffInputError
 from vidiff.model_folder import read_json
 from vidiff.pipelines.cascade import upscaler_geometry
+from vidiff.pipelines.lora import check_scale
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +41,8 @@ MAX_INTERPOLATE = 8
 GALLERY_SIZE = 48  # the newest results the gallery shows
 STAGE_PROGRESS = {"base": "base steps", "interpolation": "interpolation", "upscale": "upscaling"}
 CSS = "#summary { min-height: 1.5em; }"
+NO_LORA = "none"
+DEFAULT_STRENGTH = 0.6  # how much of an uploaded video is redrawn (vidiff restyle's example)
 
 
 @dataclass(frozen=True)
@@ -98,7 +104,10 @@ class Result:
                 "seed": str(record["seed"]), "num_frames": base.get("frames", record["num_frames"]),
                 "steps": record["steps"], "guidance": record["guidance"], "scheduler": record["scheduler"],
                 "interpolate": record.get("interpolation", {}).get("factor", 1),
-                "upscale": record.get("upscale", {}).get("scale", 1), "height": height, "width": width}
+                "upscale": record.get("upscale", {}).get("scale", 1), "height": height, "width": width,
+                "lora": (record.get("loras") or [{}])[0].get("name", NO_LORA),
+                "lora_scale": (record.get("loras") or [{}])[0].get("scale", 1.0),
+                "image": None, "video": None, "strength": record.get("strength", DEFAULT_STRENGTH)}
 
     def caption(self) -> str:
         r = self.record
@@ -153,8 +162,9 @@ class Results:
 class Generator:
     """The page's work: check a request, run it through the cascade as `vidiff generate` does, write and list it."""
 
-    def __init__(self, pipe, model: Path, output_dir: Path, load_s: float | None = None):
+    def __init__(self, pipe, model: Path, output_dir: Path, load_s: float | None = None, loras=()):
         self.pipe = pipe
+        self.loras = load_offered_loras(pipe.base, loras)  # name -> (default scale, sidecar record)
         self.model = Path(model)
         self.output_dir = Path(output_dir)
         self.load_s = load_s
@@ -178,10 +188,11 @@ class Generator:
                 f"{self.defaults.max_frames} frames of {self.defaults.size}x{self.defaults.size} before the stages.")
 
     def check(self, prompt, negative_prompt=None, seed=None, num_frames=None, steps=None, guidance=None,
-              scheduler=None, interpolate=None, upscale=None, height=None, width=None) -> tuple[Job, str, dict]:
-        """(a `vidiff generate` job with its seed and output path, the scheduler, the stage settings) for a request,
-        every value checked against the model; None takes the page's default (a random seed). A VidiffInputError names
-        the problem."""
+              scheduler=None, interpolate=None, upscale=None, height=None, width=None, lora=None, lora_scale=None,
+              image=None, video=None, strength=None) -> tuple[Job, str, dict, dict]:
+        """(a `vidiff generate` job with its seed and output path, the scheduler, the cascade call's settings, what
+        the sidecar records besides) for a request, every value checked against the model; None takes the page's
+        default (a random seed, no LoRA, no image or video). A VidiffInputError names the problem."""
         d = self.defaults
         prompt = (prompt or "").strip()
         if not prompt:
@@ -190,6 +201,10 @@ class Generator:
         if scheduler not in SCHEDULER_NAMES:
             raise VidiffInputError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
         seed = _seed(seed)
+        if image is not None and video:
+            raise VidiffInputError("give an image to animate or a video to restyle, not both")
+        frames = read_upload(video, "video") if video else None
+        num_frames = len(frames) if frames is not None else num_frames  # a restyled clip keeps the video's length
         num_frames, steps, interpolate, upscale, height, width = (
             _whole(name, default if value is None else value)
             for name, value, default in (("frames", num_frames, d.num_frames), ("steps", steps, d.steps),
@@ -212,17 +227,33 @@ class Generator:
             raise VidiffInputError("interpolation needs at least 2 frames; raise the frames or turn interpolation off")
         if upscale > 1 and (height % self.fold or width % self.fold):
             raise VidiffInputError(f"{width}x{height} frames must be multiples of {self.fold} to upscale")
-        return job, scheduler, {"interpolate": interpolate, "upscale": upscale}
+        call, record = {"interpolate": interpolate, "upscale": upscale}, {}
+        for name, value in (("image", image), ("video", frames)):
+            if value is not None:
+                value = check_upload(value, name, height, width)
+                call[name], record[name] = value, "uploaded"
+        if frames is not None:
+            call["strength"] = record["strength"] = _strength(strength)
+        if lora not in (None, "", NO_LORA):
+            if lora not in self.loras:
+                raise VidiffInputError(f"unknown LoRA {lora!r}; this server offers "
+                                       f"{', '.join(self.loras) or 'none (start it with --lora PATH)'}")
+            default, entry = self.loras[lora]
+            scale = check_scale(default if lora_scale is None else lora_scale, "LoRA scale")
+            record["loras"] = [{**entry, "scale": scale}]
+        return job, scheduler, call, record
 
     def generate(self, prompt, negative_prompt=None, seed=None, num_frames=None, steps=None, guidance=None,
-                 scheduler=None, interpolate=None, upscale=None, height=None, width=None,
+                 scheduler=None, interpolate=None, upscale=None, height=None, width=None, lora=None, lora_scale=None,
+                 image=None, video=None, strength=None,
                  progress=gr.Progress(track_tqdm=True)):  # noqa: B008 (Gradio's way to ask for it)
         """The `generate` event: (MP4, GIF, sidecar, summary). None takes the page's default (the API leaves the seed
         out: a random one). A bad request raises gr.Error, shown in the page; the server goes on serving."""
         # 1. Check the request
         try:
-            job, scheduler, stages = self.check(prompt, negative_prompt, seed, num_frames, steps, guidance, scheduler,
-                                     interpolate, upscale, height, width)
+            job, scheduler, call, record = self.check(prompt, negative_prompt, seed, num_frames, steps, guidance,
+                                                      scheduler, interpolate, upscale, height, width, lora,
+                                                      lora_scale, image, video, strength)
         except INPUT_ERRORS as error:
             raise gr.Error(self.page_message(error), print_exception=False) from None
 
@@ -232,8 +263,9 @@ class Generator:
             try:
                 self.pipe.base.scheduler = self.scheduler
                 self.pipe.base.set_scheduler(scheduler)
+                self.use_lora(record.get("loras"))
                 [clip] = run_jobs(self.pipe, [job], fps=FPS, scheduler=scheduler, model=str(self.model),
-                                  writer=partial(self.write, progress), load_s=self.load_s, **stages)
+                                  writer=partial(self.write, progress), load_s=self.load_s, record=record, **call)
             except INPUT_ERRORS as error:
                 raise gr.Error(self.page_message(error), print_exception=False) from None
             except Exception as error:
@@ -243,6 +275,16 @@ class Generator:
 
         # 3. List it, and show it
         return self.outputs(self.results.add(clip))
+
+    def use_lora(self, chosen: list[dict] | None) -> None:
+        """The request's LoRA at its scale, or none (the others loaded at start-up stay switched off)."""
+        if not self.loras:
+            return
+        if chosen:
+            self.pipe.base.enable_lora()
+            self.pipe.base.set_adapters([chosen[0]["name"]], [chosen[0]["scale"]])
+        else:
+            self.pipe.base.disable_lora()
 
     def write(self, progress, frames, path, fps, metadata, overwrite=False) -> Path:
         """`run_jobs`' writer: the MP4 with its sidecar, then a GIF beside it, each written atomically (each request
@@ -273,6 +315,56 @@ class Generator:
         return message.replace(str(self.model), "the model").replace(str(self.output_dir), "the output folder")
 
 
+def load_offered_loras(pipe, specs) -> dict[str, tuple[float, dict]]:
+    """Load the LoRAs `vidiff serve --lora` offers, each as an adapter named after its file, switched off until a
+    request picks it. Returns name -> (default scale, the sidecar's record of it)."""
+    from vidiff.pipelines.lora import lora_record
+
+    offered = {}
+    for path, scale in specs:
+        name = Path(path).stem
+        while name in offered or name == NO_LORA:
+            name += "_"
+        pipe.load_lora_weights(path, adapter_name=name)
+        offered[name] = (scale, {"name": name, **lora_record(path, scale)})
+    if offered:
+        pipe.disable_lora()
+    return offered
+
+
+def read_upload(path, what: str):
+    """An uploaded video's frames (uint8, (f, h, w, 3)); a file that will not decode is the user's to fix."""
+    from vidiff.io.video import read_video
+
+    try:
+        frames, _ = read_video(path)
+    except Exception as error:  # any decoder failure: the upload, not the server
+        raise VidiffInputError(f"the uploaded {what} could not be read ({type(error).__name__}); upload an MP4, "
+                               "WebM or GIF") from None
+    return frames
+
+
+def check_upload(value, what: str, height: int, width: int):
+    """An uploaded image (h, w, 3 or 4) or video's frames, as uint8 RGB at the request's size."""
+    array = np.asarray(value)
+    if array.dtype != np.uint8 or array.ndim not in (3, 4) or array.shape[-1] not in (3, 4):
+        raise VidiffInputError(f"the uploaded {what} is not an RGB {what}")
+    array = array[..., :3]  # an alpha channel is dropped
+    if array.shape[-3:-1] != (height, width):
+        got_h, got_w = array.shape[-3:-1]
+        raise VidiffInputError(f"the uploaded {what} is {got_w}x{got_h} but the clip is {width}x{height}; resize it "
+                               "or set Height and Width to its size")
+    return np.ascontiguousarray(array)
+
+
+def _strength(value) -> float:
+    value = DEFAULT_STRENGTH if value is None else value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise VidiffInputError(f"strength {value!r} must be within (0, 1]: 1 redraws everything, lower keeps more of "
+                               "the video")
+    return float(value)
+
+
 def _whole(name: str, value) -> int:
     """A whole number from the page (its sliders send floats)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
@@ -299,7 +391,8 @@ def _seed(value) -> int | None:
 # ----------------------------------------------------------------------------------------------------------------
 
 INPUT_NAMES = ("prompt", "negative_prompt", "seed", "num_frames", "steps", "guidance", "scheduler", "interpolate",
-               "upscale", "height", "width")  # Generator.generate's parameters, in the API's order
+               "upscale", "height", "width", "lora", "lora_scale", "image", "video",
+               "strength")  # Generator.generate's parameters, in the API's order
 
 
 def build_app(generator: Generator, max_queue: int, url: str = "URL") -> gr.Blocks:
@@ -339,6 +432,17 @@ def build_app(generator: Generator, max_queue: int, url: str = "URL") -> gr.Bloc
                     with gr.Row():
                         height = gr.Slider(d.multiple, 2 * d.size, value=d.size, step=d.multiple, label="Height")
                         width = gr.Slider(d.multiple, 2 * d.size, value=d.size, step=d.multiple, label="Width")
+                with gr.Accordion("LoRA, image to animate, video to restyle", open=False):
+                    with gr.Row():
+                        lora = gr.Dropdown([NO_LORA, *generator.loras], value=NO_LORA, label="LoRA",
+                                           info="those this server was started with (--lora)", elem_id="lora")
+                        lora_scale = gr.Slider(-2, 2, value=1.0, step=0.05, label="LoRA scale")
+                    with gr.Row():
+                        image = gr.Image(label="Image to animate (frame 0)", type="numpy", sources=["upload"],
+                                         image_mode="RGB", elem_id="image")
+                        video_in = gr.Video(label="Video to restyle", sources=["upload"], elem_id="video-in")
+                    strength = gr.Slider(0.05, 1, value=DEFAULT_STRENGTH, step=0.05, label="Strength",
+                                         info="of a restyled video: 1 redraws everything")
             with gr.Column(scale=6):
                 video = gr.Video(label="Clip (MP4)", autoplay=True, loop=True, interactive=False, height=360,
                                  elem_id="clip")
@@ -353,7 +457,7 @@ def build_app(generator: Generator, max_queue: int, url: str = "URL") -> gr.Bloc
                     "api_name=\"/generate\")` returns the MP4's path first.")
 
         inputs = [prompt, negative_prompt, seed, num_frames, steps, guidance, scheduler, interpolate, upscale,
-                  height, width]
+                  height, width, lora, lora_scale, image, video_in, strength]
         outputs = [video, gif, sidecar, summary]
         button.click(generator.generate, inputs, outputs, api_name="generate", concurrency_limit=1).then(
             generator.results.gallery, None, gallery, queue=False, api_visibility="private")
