@@ -19,6 +19,13 @@ step's FLOPs counted by torch's FlopCounterMode.
     python scripts/bench.py --size tiny                         # CPU, seconds
     python scripts/bench.py --size sd15 --frames 2 --height 128 --width 128 --steps 2   # SD 1.5 widths on CPU
     python scripts/bench.py --size sd15 --device cuda --dtype bf16 --frames 16 --height 512 --width 512 --steps 25
+
+With --long-memory, peak memory of long clips instead (issue 25): the shipped default's base model with FreeNoise
+windows (16 frames, stride 4) and split inference (`enable_free_noise_split_inference`: spatial layers over 16
+frames at a time), one end-to-end run of 16 and of 256 frames at the same size, each in its own process (peak CPU
+RSS growth, or CUDA max allocated), and 256 frames without split inference beside them:
+
+    python scripts/bench.py --long-memory --height 256 --width 256 --steps 2 --threads 1
 """
 
 from __future__ import annotations
@@ -211,6 +218,44 @@ def memory_probe(args, device, dtype) -> None:
     print(json.dumps({"peak_growth": peak.peak}))
 
 
+def long_memory_probe(args, device, dtype) -> None:
+    """Child process: the default model's base with FreeNoise windows (and, unless "no-split" is asked, split
+    inference), one end-to-end run of --frames frames; prints the peak growth."""
+    from vidiff.model_folder import default_model
+
+    pipe = TextToVideoPipeline.from_pretrained(default_model()).to(device, dtype)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.enable_free_noise(context_length=16, context_stride=4)
+    if args.memory_probe != "no-split":
+        pipe.enable_free_noise_split_inference(temporal_split_size=16)
+    with PeakMemory(device) as peak:
+        pipe("a red circle moving right", num_frames=args.frames, height=args.height, width=args.width,
+             num_inference_steps=args.steps, guidance_scale=1.5, output_type="np",
+             generator=torch.Generator().manual_seed(0))
+    print(json.dumps({"peak_growth": peak.peak}))
+
+
+def long_memory(args, argv: list[str]) -> dict:
+    """Peak memory growth at 16 and 256 frames with split inference, and at 256 without, in child processes."""
+    base = [a for a in argv if a not in ("--long-memory",)]
+    results = {}
+    for frames, mode in ((16, "split"), (256, "split"), (256, "no-split")):
+        import subprocess
+
+        child = subprocess.run([sys.executable, __file__, *base, "--frames", str(frames), "--memory-probe", mode,
+                                "--long-memory-probe"], capture_output=True, text=True, check=True)
+        results[f"{frames}-{mode}"] = json.loads(child.stdout.strip().splitlines()[-1])["peak_growth"]
+        print(f"{frames} frames, {mode}: peak growth {results[f'{frames}-{mode}'] / 2**20:.0f} MiB", flush=True)
+    results["ratio_256_to_16_split"] = results["256-split"] / results["16-split"]
+    results["machine"] = _machine(torch.device(args.device))
+    results["settings"] = {"height": args.height, "width": args.width, "steps": args.steps, "device": args.device,
+                           "dtype": args.dtype, "threads": args.threads}
+    print(json.dumps(results, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
 def _probe_in_subprocess(name: str, argv: list[str]) -> int:
     import subprocess
 
@@ -291,12 +336,19 @@ def main(argv=None) -> dict:
     parser.add_argument("--ab", action="store_true", help="also time vidiff variants that each undo one speed change")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--memory-probe", help=argparse.SUPPRESS)  # internal: one implementation, report peak RSS
+    parser.add_argument("--long-memory", action="store_true", help="peak memory of 16 and 256 frames with FreeNoise "
+                        "windows and split inference, on the default model (see above)")
+    parser.add_argument("--long-memory-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), {"fp32": torch.float32, "fp16": torch.float16,
                                                 "bf16": torch.bfloat16}[args.dtype]
 
+    if args.long_memory_probe:
+        return long_memory_probe(args, device, dtype)
+    if args.long_memory:
+        return long_memory(args, list(argv if argv is not None else sys.argv[1:]))
     if args.memory_probe:
         return memory_probe(args, device, dtype)
     with torch.device(device):  # weights made where they run: random init of SD 1.5 widths is slow on a CPU
