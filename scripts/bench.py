@@ -252,7 +252,9 @@ def long_memory(args, argv: list[str]) -> dict:
                            "dtype": args.dtype, "threads": args.threads}
     print(json.dumps(results, indent=2))
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        from vidiff.atomic import write_text
+
+        write_text(args.json, json.dumps(results, indent=2) + "\n")
     return results
 
 

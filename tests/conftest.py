@@ -102,3 +102,13 @@ def tiny_motion_adapter(seed: int = 0, mid: bool = True, max_len: int = 24):
             if "proj_out" in name:
                 param.normal_(0, 0.2)
     return adapter.eval()
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (`--threads 1` sets it in this process too), restored afterwards: the thread
+    count changes float sums, so bit-for-bit comparisons pin it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -26,14 +26,6 @@ def sha256(frames: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest()
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_stages_are_named_and_each_stage_pipeline_works_alone(cascade):  # noqa: F811
     import vidiff
 

@@ -19,15 +19,6 @@ PROMPT = "a red circle moving right"
 SMALL = ["--num-frames", "4", "--steps", "2", "--seed", "3", "--no-progress", "--threads", "1"]
 
 
-@pytest.fixture
-def one_thread():
-    """--threads 1 sets torch's threads in this process; the Python side runs with one too (same float sums)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def loras(tiny_video_folder, tmp_path_factory):
     """Two LoRAs for the tiny video model, written as `vidiff train` writes them (diffusers' format, read by
