@@ -15,7 +15,11 @@ import pytest
 
 pytest.importorskip("gradio")
 webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.common.exceptions import TimeoutException, WebDriverException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    StaleElementReferenceException,
+    TimeoutException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
@@ -55,7 +59,11 @@ def browser(tmp_path):
 def find(driver, selector: str, timeout: float = 60):
     """The element at `selector` once it can be clicked (the page renders as its scripts arrive)."""
     clickable = expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, selector))
-    return WebDriverWait(driver, timeout).until(clickable)
+    return WebDriverWait(driver, timeout, ignored_exceptions=RERENDERED).until(clickable)
+
+
+# Gradio re-renders components while a wait reads them; an element found a moment ago can be gone when read
+RERENDERED = (StaleElementReferenceException,)
 
 
 def set_value(driver, selector: str, value: str) -> None:
@@ -78,7 +86,7 @@ def choose(driver, elem_id: str, label: str) -> None:
 
 def generate_and_wait_for_a_new_clip(driver, previous: str | None, timeout: float = 240) -> str:
     find(driver, "#generate").click()
-    return WebDriverWait(driver, timeout).until(
+    return WebDriverWait(driver, timeout, ignored_exceptions=RERENDERED).until(
         lambda d: next((src for video in d.find_elements(By.CSS_SELECTOR, "#clip video")
                         if (src := video.get_attribute("src")) and src != previous), False))
 
@@ -103,7 +111,7 @@ def test_the_page_generates_a_clip_shows_errors_and_keeps_serving(browser, tmp_p
 
 def use_the_page(browser, server, tmp_path: Path) -> None:
     browser.get(server.url)
-    wait = WebDriverWait(browser, 120)
+    wait = WebDriverWait(browser, 120, ignored_exceptions=RERENDERED)
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#prompt textarea"))
 
     # 1. Small settings, a prompt, Generate: the <video> plays the clip, 4 frames of 64x64
